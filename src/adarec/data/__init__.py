@@ -1,0 +1,5 @@
+"""Data: reading, downloading, splitting, synthesising and batching interaction sequences."""
+
+from adarec.data.sequences import Sequences
+
+__all__ = ["Sequences"]

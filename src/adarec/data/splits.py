@@ -1,0 +1,176 @@
+"""Leave-one-out splits (DESIGN.md section 2), built with array operations, no per-user loop.
+
+For a user sequence ``s`` of length ``n``:
+
+* train: input ``s[:-3]``, target at every position the next item (``s[1:-2]``);
+* valid: input ``s[:-2]``, answer ``s[-2]``;
+* test:  input ``s[:-1]``, answer ``s[-1]``.
+
+Inputs keep their last ``max_len`` items and are left-padded with 0. Under the sparse
+protocol (``shorten_seq_to = k``) only the last ``k`` items of each split's history are kept
+and ``max_len`` becomes ``k + 3``. Users too short for a split are left out of it (train needs
+4 items, valid 3, test 2). The items excluded from ranking are always the user's *whole*
+history before the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adarec.data.sequences import Sequences
+
+# How many items each split holds out at the end of a sequence (input ends before them).
+_HELD_OUT = {"train": 3, "valid": 2, "test": 1}
+
+
+@dataclass
+class TrainSplit:
+    """One training row per user. ``inputs`` and ``targets`` are (U, L) int64, 0 = padding."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    users: torch.Tensor  # (U,) row index into the source `Sequences`
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def to(self, device: torch.device | str) -> TrainSplit:
+        return TrainSplit(*(t.to(device) for t in (self.inputs, self.targets, self.users)))
+
+
+@dataclass
+class EvalSplit:
+    """Validation or test rows.
+
+    Attributes:
+        inputs: (U, L) int64 left-padded inputs.
+        answers: (U,) int64 held-out item.
+        history_lengths: (U,) int64 length of the user's whole history before the answer
+            (used for the length buckets; not truncated by ``max_len`` or ``shorten_seq_to``).
+        history_items: (H,) int64 every user's whole history, flat; these items are excluded
+            from the ranking.
+        history_offsets: (U + 1,) int64 CSR offsets into ``history_items``.
+        users: (U,) int64 row index into the source `Sequences`.
+    """
+
+    inputs: torch.Tensor
+    answers: torch.Tensor
+    history_lengths: torch.Tensor
+    history_items: torch.Tensor
+    history_offsets: torch.Tensor
+    users: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def to(self, device: torch.device | str) -> EvalSplit:
+        return EvalSplit(
+            *(
+                getattr(self, f).to(device)
+                for f in (
+                    "inputs",
+                    "answers",
+                    "history_lengths",
+                    "history_items",
+                    "history_offsets",
+                    "users",
+                )
+            )
+        )
+
+    def history_coo(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, items) of the history entries of rows ``start:stop``; rows count from 0."""
+        lo, hi = self.history_offsets[start], self.history_offsets[stop]
+        items = self.history_items[lo:hi]
+        counts = self.history_offsets[start + 1 : stop + 1] - self.history_offsets[start:stop]
+        rows = torch.repeat_interleave(
+            torch.arange(stop - start, device=items.device), counts, output_size=items.numel()
+        )
+        return rows, items
+
+
+@dataclass
+class Splits:
+    """The three splits of one dataset plus the facts learned from it."""
+
+    train: TrainSplit
+    valid: EvalSplit
+    test: EvalSplit
+    n_items: int
+    max_len: int
+
+
+def _window(
+    seqs: Sequences, users: np.ndarray, end: np.ndarray, width: int, length: int, shift: int = 0
+) -> np.ndarray:
+    """Left-padded (U, length) matrix of the last ``width`` items before ``end`` (+ ``shift``).
+
+    ``end`` is an absolute index into ``seqs.items`` (exclusive); ``width <= length``.
+    """
+    start = np.maximum(end - width, seqs.offsets[users])  # (U,)
+    cols = np.arange(length, dtype=np.int64) - length  # (L,) -L..-1
+    idx = end[:, None] + cols[None, :]  # (U, L) absolute positions
+    valid = idx >= start[:, None]
+    gathered = seqs.items[np.clip(idx + shift, 0, max(len(seqs.items) - 1, 0))]
+    return np.where(valid, gathered, 0)
+
+
+def _eval_split(seqs: Sequences, held_out: int, width: int, max_len: int) -> EvalSplit:
+    lengths = seqs.lengths
+    users = np.nonzero(lengths >= held_out + 1)[0]
+    end = seqs.offsets[users] + lengths[users] - held_out  # index of the answer
+    inputs = _window(seqs, users, end, width, max_len)
+    hist_len = lengths[users] - held_out
+    hist_offsets = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(hist_len, out=hist_offsets[1:])
+    # Absolute item positions of every kept user's history, flat and in user order.
+    pos = np.arange(hist_offsets[-1], dtype=np.int64)
+    owner = np.repeat(np.arange(len(users)), hist_len)
+    pos = pos - hist_offsets[owner] + seqs.offsets[users][owner]
+    return EvalSplit(
+        inputs=torch.from_numpy(inputs),
+        answers=torch.from_numpy(seqs.items[end].copy()),
+        history_lengths=torch.from_numpy(hist_len.astype(np.int64)),
+        history_items=torch.from_numpy(seqs.items[pos]),
+        history_offsets=torch.from_numpy(hist_offsets),
+        users=torch.from_numpy(users.astype(np.int64)),
+    )
+
+
+def build_splits(
+    seqs: Sequences, max_len: int = 50, shorten_seq_to: int | None = None
+) -> Splits:
+    """Leave-one-out train/valid/test rows of ``seqs`` (see module docstring).
+
+    Args:
+        seqs: the users' chronological sequences.
+        max_len: inputs keep their last ``max_len`` items (ignored when shortening).
+        shorten_seq_to: the sparse protocol's ``k``; ``None`` for the full protocol.
+    """
+    if shorten_seq_to is not None:
+        if shorten_seq_to < 1:
+            raise ValueError(f"shorten_seq_to must be >= 1, got {shorten_seq_to}")
+        max_len, width = shorten_seq_to + 3, shorten_seq_to
+    else:
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        width = max_len
+
+    lengths = seqs.lengths
+    train_users = np.nonzero(lengths >= _HELD_OUT["train"] + 1)[0]
+    end = seqs.offsets[train_users] + lengths[train_users] - _HELD_OUT["train"]
+    train = TrainSplit(
+        inputs=torch.from_numpy(_window(seqs, train_users, end, width, max_len)),
+        targets=torch.from_numpy(_window(seqs, train_users, end, width, max_len, shift=1)),
+        users=torch.from_numpy(train_users.astype(np.int64)),
+    )
+    return Splits(
+        train=train,
+        valid=_eval_split(seqs, _HELD_OUT["valid"], width, max_len),
+        test=_eval_split(seqs, _HELD_OUT["test"], width, max_len),
+        n_items=seqs.n_items,
+        max_len=max_len,
+    )
