@@ -174,3 +174,8 @@ def build_splits(
         n_items=seqs.n_items,
         max_len=max_len,
     )
+
+
+def left_pad(inputs: torch.Tensor, length: int) -> torch.Tensor:
+    """Left-pad (U, L) inputs with zeros to (U, length); ``length >= L``."""
+    return torch.nn.functional.pad(inputs, (length - inputs.shape[1], 0))

@@ -1,0 +1,224 @@
+"""The `adarec` command: parse, build, call. No logic of its own beyond wiring."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adarec.errors import AdarecError
+
+app = typer.Typer(
+    help="ADARec and its baselines for sequential recommendation.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+data_app = typer.Typer(help="List, download, describe and import datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+Opt = typer.Option
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _metrics_table(columns: dict[str, dict[str, float]]) -> str:
+    """Rows = metrics, one column per named result."""
+    names = list(next(iter(columns.values())))
+    names = [n for n in names if n != "users"]
+    rows = [("metric", *columns)]
+    rows += [(n, *(f"{c[n]:.4f}" for c in columns.values())) for n in names]
+    return _table(rows)
+
+
+@app.command()
+def train(
+    preset: Annotated[str | None, Opt(help="Preset name (see `adarec presets`).")] = None,
+    config: Annotated[Path | None, Opt("--config", help="YAML file over the preset.")] = None,
+    dataset: Annotated[str | None, Opt(help="Benchmark name or 'synthetic'.")] = None,
+    data_file: Annotated[Path | None, Opt(help="Your own sequence file.")] = None,
+    data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
+    shorten_seq_to: Annotated[int | None, Opt(help="Sparse protocol: keep last K.")] = None,
+    max_epochs: Annotated[int | None, Opt(help="Upper bound on epochs.")] = None,
+    seed: Annotated[int | None, Opt(help="Random seed.")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
+    output_dir: Annotated[Path | None, Opt(help="Where run directories go.")] = None,
+    run_name: Annotated[str | None, Opt(help="Run directory name.")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Override: section.key=value.")] = None,
+    progress: Annotated[bool, Opt(help="Show progress bars.")] = True,
+) -> None:
+    """Train to early stopping on validation NDCG@20, then test the best checkpoint once."""
+    from adarec.config import load_config
+    from adarec.train import fit, new_run_dir
+
+    overrides = list(set_ or [])
+    named = {
+        "data.dataset": dataset, "data.data_dir": data_dir, "train.max_epochs": max_epochs,
+        "data.shorten_seq_to": shorten_seq_to, "train.seed": seed, "train.device": device,
+        "output_dir": output_dir,
+    }
+    if data_file is not None:
+        named.update({"data.dataset": "file", "data.data_file": data_file})
+    cfg = load_config(preset, config, overrides)
+    cfg = _apply_named(cfg, named)
+    run_dir = new_run_dir(cfg, run_name)
+    typer.echo(f"run directory: {run_dir}")
+    results = fit(cfg, run_dir, progress=progress, command=shlex.join(sys.argv))
+    typer.echo(f"best epoch {results['best_epoch']} of {results['epochs_run']}; "
+               f"test ({results['test']['all']['users']} users, history_mask="
+               f"{cfg.train.history_mask}):")
+    typer.echo(_metrics_table({"model": results["test"]["all"],
+                               "popularity": results["popularity_test"]["all"]}))
+    typer.echo(f"results: {run_dir / 'results.json'}")
+
+
+def _apply_named(cfg, named: dict[str, object]):
+    """Apply the named command-line options that were given, re-validating once."""
+    from adarec.config import config_from_dict
+
+    data = cfg.to_dict()
+    for key, value in named.items():
+        if value is None:
+            continue
+        value = str(value) if isinstance(value, Path) else value
+        if "." in key:
+            section, name = key.split(".")
+            data[section][name] = value
+        else:
+            data[key] = value
+    return config_from_dict(data)
+
+
+@app.command(name="evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.")],
+    split: Annotated[str, Opt(help="valid or test.")] = "test",
+    shorten_seq_to: Annotated[int | None, Opt(help="Sparse protocol: keep last K.")] = None,
+    history_mask: Annotated[str | None, Opt(help="inf or zero (release).")] = None,
+    data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Evaluate a trained model on the validation or test split (full ranking)."""
+    from adarec.checkpoint import load_checkpoint, model_from_checkpoint
+    from adarec.data.load import load_sequences
+    from adarec.data.splits import build_splits, left_pad
+    from adarec.evaluate import evaluate
+    from adarec.train import resolve_device
+
+    if split not in ("valid", "test"):
+        raise AdarecError(f"--split must be valid or test, got {split!r}")
+    path = run / "best.pt" if run.is_dir() else run
+    model, cfg, info = model_from_checkpoint(load_checkpoint(path))
+    d = cfg.data
+    seqs = load_sequences(
+        d.dataset, data_file=d.data_file, data_dir=str(data_dir) if data_dir else d.data_dir,
+        synthetic_users=d.synthetic_users, synthetic_items=d.synthetic_items,
+        synthetic_seed=d.synthetic_seed,
+    )
+    if seqs.n_items > info.n_items:
+        raise AdarecError(f"{seqs.source} has {seqs.n_items} items but the model knows "
+                          f"{info.n_items}: not the data it was trained on")
+    k = shorten_seq_to if shorten_seq_to is not None else d.shorten_seq_to
+    splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
+    ev = getattr(splits, split)
+    if ev.inputs.shape[1] > info.max_len:
+        raise AdarecError(f"--shorten-seq-to {k} needs inputs of {k + 3} > the model's "
+                          f"max_len {info.max_len}")
+    ev.inputs = left_pad(ev.inputs, info.max_len)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    mask = history_mask or cfg.train.history_mask
+    result = evaluate(model.score, ev.to(dev), info.n_items, history_mask=mask,
+                      batch_size=cfg.train.eval_batch_size)
+    typer.echo(f"{path}: {split} split, {result['all']['users']} users, history_mask={mask}"
+               + (f", shorten_seq_to={k}" if k else ""))
+    typer.echo(_metrics_table({b: m for b, m in result.items()}))
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped presets."""
+    from adarec.config import preset_names
+
+    typer.echo("\n".join(preset_names()))
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the registered benchmark datasets and where each would be read from."""
+    from adarec.data.registry import DATASETS, local_status
+
+    rows = [("name", "users", "items", "interactions", "local copy")]
+    for info in DATASETS.values():
+        rows.append((info.name, f"{info.users:,}", f"{info.items:,}",
+                     f"{info.interactions:,}", local_status(info.name)))
+    typer.echo(_table(rows))
+    typer.echo("(plus 'synthetic': generated on the fly, no file)")
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Benchmark name, e.g. Beauty.")],
+    base_url: Annotated[str | None, Opt(help="Mirror to download from.")] = None,
+    force: Annotated[bool, Opt(help="Download again even if cached.")] = False,
+) -> None:
+    """Download a benchmark into the cache and verify its SHA-256."""
+    from adarec.data.registry import download
+
+    typer.echo(f"ok: {download(name, base_url=base_url, force=force)}")
+
+
+@data_app.command("stats")
+def data_stats(
+    name: Annotated[str, typer.Argument(help="Benchmark name, 'synthetic' or a file path.")],
+    data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
+) -> None:
+    """Users, items, interactions and the length distribution of a dataset."""
+    from adarec.data.load import load_sequences
+    from adarec.data.stats import describe
+
+    if name == "synthetic":
+        seqs = load_sequences("synthetic")
+    elif Path(name).is_file():
+        seqs = load_sequences("file", data_file=name)
+    else:
+        seqs = load_sequences(name, data_dir=str(data_dir) if data_dir else None)
+    typer.echo(f"{seqs.source}")
+    typer.echo(json.dumps(describe(seqs), indent=2))
+
+
+@data_app.command("import")
+def data_import(
+    log: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet interaction log.")],
+    out: Annotated[Path, typer.Argument(help="Sequence file to write.")],
+    user_col: Annotated[str, Opt(help="User column.")] = "user",
+    item_col: Annotated[str, Opt(help="Item column.")] = "item",
+    time_col: Annotated[str, Opt(help="Timestamp column.")] = "timestamp",
+    sep: Annotated[str | None, Opt(help="Field separator (default from the suffix).")] = None,
+    dedup: Annotated[str, Opt(help="Repeated user-item pairs: first, last or none.")] = "first",
+    k_core: Annotated[int, Opt(help="Iterative k-core filter on users and items.")] = 5,
+) -> None:
+    """Turn an interaction log into a sequence file (k-core, chronological, ids from 1)."""
+    from adarec.data.importer import import_log
+
+    report = import_log(log, out, user_col=user_col, item_col=item_col, time_col=time_col,
+                        sep=sep, dedup=dedup, k_core=k_core)
+    typer.echo(f"wrote {out}: {report}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except AdarecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,269 @@
+"""Typed run configuration: frozen dataclasses, YAML presets, `section.key=value` overrides.
+
+A run's configuration is assembled in one place (`load_config`): the preset (default
+``default``), then an optional YAML file, then command-line overrides. It is validated once,
+written into the run directory, and never patched afterwards. Facts learned from the data
+(number of items) live in `adarec.train.DataInfo`, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adarec.errors import AdarecError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which interactions to use and how to cut them.
+
+    dataset: a registered benchmark (Beauty, Sports_and_Outdoors, Toys_and_Games, Yelp),
+        ``synthetic`` (built-in, generated on the fly), or ``file`` (read ``data_file``).
+    data_file: path of a sequence file (``user item item ...``) when dataset is ``file``.
+    data_dir: directory holding the benchmark files (else $ADAREC_DATA_DIR, else download).
+    max_len: inputs keep their last ``max_len`` items.
+    shorten_seq_to: sparse protocol k (keep the last k history items, max_len = k + 3).
+    synthetic_users / synthetic_items / synthetic_seed: size and seed of the synthetic data.
+    """
+
+    dataset: str = "synthetic"
+    data_file: str | None = None
+    data_dir: str | None = None
+    max_len: int = 50
+    shorten_seq_to: int | None = None
+    synthetic_users: int = 2000
+    synthetic_items: int = 500
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model and its sizes.
+
+    name: ``sasrec`` (more models come with their issues).
+    hidden_size: embedding and transformer width D.
+    num_layers: transformer blocks.
+    num_heads: attention heads (must divide hidden_size).
+    attn_dropout: dropout on attention probabilities.
+    hidden_dropout: dropout on embeddings and sub-layer outputs.
+    rec_loss: ``ce`` (full-softmax cross-entropy, default) or ``bce`` (one sampled negative
+        per position, as the original release trains).
+    """
+
+    name: str = "sasrec"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    attn_dropout: float = 0.5
+    hidden_dropout: float = 0.5
+    rec_loss: str = "ce"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, early stopping and evaluation.
+
+    batch_size: training sequences per step.
+    lr / weight_decay: Adam settings.
+    max_epochs: upper bound on epochs.
+    patience: stop after this many epochs without a better validation NDCG@20.
+    seed: seeds torch, numpy and the batch order; CPU runs are repeatable.
+    device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
+    eval_batch_size: users per full-ranking batch.
+    history_mask: ``inf`` (history and padding never ranked, default) or ``zero`` (the
+        original release: history scores set to 0, padding and spare rows ranked).
+    """
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 400
+    patience: int = 40
+    seed: int = 1
+    device: str = "auto"
+    eval_batch_size: int = 2048
+    history_mask: str = "inf"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs. ``preset`` records where the values came from."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs"
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Any) -> RunConfig:
+        return dataclasses.replace(self, **sections)
+
+
+_CHOICES = {
+    ("data", "dataset"): None,  # checked when the data is loaded
+    ("model", "name"): ("sasrec",),
+    ("model", "rec_loss"): ("ce", "bce"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+    ("train", "history_mask"): ("inf", "zero"),
+}
+_POSITIVE = {
+    ("data", "max_len"), ("data", "synthetic_users"), ("data", "synthetic_items"),
+    ("model", "hidden_size"), ("model", "num_layers"), ("model", "num_heads"),
+    ("train", "batch_size"), ("train", "max_epochs"), ("train", "patience"),
+    ("train", "eval_batch_size"), ("train", "lr"),
+}
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    files = resources.files("adarec").joinpath("presets").iterdir()
+    return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise AdarecError(f"{where}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise AdarecError(f"{where}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _preset_dict(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise AdarecError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+    text = resources.files("adarec").joinpath("presets", f"{name}.yaml").read_text()
+    return _read_yaml(text, f"preset {name}")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise AdarecError(
+            f"override {item!r} must look like section.key=value, e.g. model.hidden_size=128"
+        )
+    value = yaml.safe_load(raw) if raw.strip() else None
+    return {parts[0]: {parts[1]: value}}
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint (int, float, str, bool, X | None)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise AdarecError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise AdarecError(
+            f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(hints)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a `RunConfig` from a nested mapping (e.g. a saved config.yaml)."""
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    unknown = set(data) - set(sections) - {"output_dir", "preset"}
+    if unknown:
+        raise AdarecError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    built = {}
+    for name, cls in sections.items():
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise AdarecError(f"config section [{name}] must be a mapping")
+        built[name] = _build_section(cls, values, name)
+    config = RunConfig(
+        **built,
+        output_dir=_coerce(data.get("output_dir", "runs"), str, "output_dir"),
+        preset=_coerce(data.get("preset", "default"), str, "preset"),
+    )
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Raise `AdarecError` naming the first setting that makes no sense."""
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if choices is not None and value not in choices:
+            raise AdarecError(f"{section}.{key} must be one of {', '.join(choices)}; got {value!r}")
+    for section, key in _POSITIVE:
+        value = getattr(getattr(config, section), key)
+        if value <= 0:
+            raise AdarecError(f"{section}.{key} must be positive; got {value!r}")
+    if config.data.shorten_seq_to is not None and config.data.shorten_seq_to < 1:
+        raise AdarecError(f"data.shorten_seq_to must be >= 1; got {config.data.shorten_seq_to}")
+    for key in ("attn_dropout", "hidden_dropout"):
+        if not 0.0 <= getattr(config.model, key) < 1.0:
+            raise AdarecError(f"model.{key} must be in [0, 1)")
+    if config.model.hidden_size % config.model.num_heads:
+        raise AdarecError(
+            f"model.num_heads ({config.model.num_heads}) must divide "
+            f"model.hidden_size ({config.model.hidden_size})"
+        )
+    if config.data.dataset == "file" and not config.data.data_file:
+        raise AdarecError("data.dataset is 'file' but no data.data_file was given")
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Preset, then YAML file, then ``section.key=value`` overrides; validated once."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise AdarecError(f"cannot read config file {path}: {exc.strerror}") from None
+        data = _read_yaml(text, str(path))
+    name = preset or data.get("preset") or "default"
+    merged = _merge(_preset_dict(name), data)
+    for item in overrides:
+        merged = _merge(merged, _parse_override(item))
+    merged["preset"] = name
+    return config_from_dict(merged)
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write ``config`` as YAML (loadable by `load_config(config_file=...)`)."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Model parts: encoder, losses, and the models built from them."""

@@ -1,0 +1,121 @@
+"""SASRec's transformer encoder (DESIGN.md section 3), nanoGPT-style small modules.
+
+Post-LN blocks as in SASRec/ICLRec: ``x = LN(x + Drop(Attn(x)))``, ``x = LN(x + Drop(FFN(x)))``
+with a 4x GELU feed-forward. Attention uses `scaled_dot_product_attention` with a causal +
+key-padding mask. Inputs are left-padded, item 0 is padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attention_mask(input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool mask, True = may attend: causal, real keys only.
+
+    A query always sees itself, so a padding row never has an empty (NaN) softmax; with
+    left padding a real query's keys are all real anyway, so this changes no real output.
+    """
+    length = input_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+    real_keys = (input_ids > 0)[:, None, None, :]  # (B, 1, 1, L)
+    eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
+    return (causal & real_keys) | eye
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, length, dim = x.shape
+        q, k, v = self.qkv(x).split(dim, dim=-1)
+        # (B, nh, L, hs)
+        q, k, v = (t.view(b, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(b, length, dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(dim, 4 * dim)
+        self.down = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    """One post-LN transformer layer."""
+
+    def __init__(self, dim: int, n_heads: int, attn_dropout: float, hidden_dropout: float):
+        super().__init__()
+        self.attn = SelfAttention(dim, n_heads, attn_dropout)
+        self.ln1 = nn.LayerNorm(dim, eps=1e-12)
+        self.ff = FeedForward(dim)
+        self.ln2 = nn.LayerNorm(dim, eps=1e-12)
+        self.drop = nn.Dropout(hidden_dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.drop(self.attn(x, mask)))
+        return self.ln2(x + self.drop(self.ff(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of `Block`s over already-embedded inputs: (B, L, D) -> (B, L, D).
+
+    Separate from the embedding so that ADARec's experts can run it on diffused embeddings.
+    """
+
+    def __init__(
+        self, *, dim: int, n_layers: int, n_heads: int, attn_dropout: float, hidden_dropout: float
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            Block(dim, n_heads, attn_dropout, hidden_dropout) for _ in range(n_layers)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+class SequenceEmbedding(nn.Module):
+    """Item + learned absolute position embedding, LayerNorm, dropout: (B, L) -> (B, L, D).
+
+    ``n_rows`` rows in the item table: row 0 is padding; a model may keep a spare row at the
+    end (the original release does). The item table is shared with the output scores.
+    """
+
+    def __init__(self, *, n_rows: int, max_len: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.items = nn.Embedding(n_rows, dim, padding_idx=0)
+        self.positions = nn.Embedding(max_len, dim)
+        self.ln = nn.LayerNorm(dim, eps=1e-12)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.drop(self.ln(self.items(input_ids) + self.positions(pos)))
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """SASRec/ICLRec initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,87 @@
+"""Recommendation losses over the shared item table, and the typed loss result.
+
+Both losses score only real (non-padding) target positions. The full-softmax loss ranks the
+target against every real item (padding and spare rows excluded), as the paper states; the
+sampled BCE loss is the original release's: one random negative per position.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LossOutput(NamedTuple):
+    """A training step's loss: ``total`` to back-propagate and named ``parts`` to log.
+
+    ``parts`` holds detached, *weighted* scalars whose sum is ``total``.
+    """
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+def _real_positions(hidden: torch.Tensor, targets: torch.Tensor):
+    real = targets > 0  # (B, L)
+    return hidden[real], targets[real], real  # (M, D), (M,)
+
+
+class FullSoftmaxCE(nn.Module):
+    """Cross-entropy of ``h . item_table`` against the next item, over real items only."""
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__()
+        self.n_items = n_items
+
+    def forward(
+        self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
+        inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        h, y, _ = _real_positions(hidden, targets)
+        logits = h @ items.T  # (M, C)
+        cols = torch.arange(logits.shape[1], device=logits.device)
+        invalid = (cols == 0) | (cols > self.n_items)
+        logits = logits.masked_fill(invalid, float("-inf"))
+        return F.cross_entropy(logits.float(), y)
+
+
+class SampledBCE(nn.Module):
+    """The release's loss: -log s(h.e_pos) - log(1 - s(h.e_neg)) with one random negative.
+
+    Negatives are drawn uniformly from 1..n_items and redrawn (a few vectorised rounds) while
+    they equal the target or an item of the same input row; the release excludes the user's
+    whole training sequence, which for these inputs is the same set but for one item.
+    """
+
+    def __init__(self, n_items: int, redraws: int = 3) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.redraws = redraws
+
+    def sample_negatives(self, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        neg = torch.randint(1, self.n_items + 1, targets.shape, device=targets.device)
+        for _ in range(self.redraws):
+            seen = (neg[:, :, None] == inputs[:, None, :]).any(-1) | (neg == targets)  # (B, L)
+            fresh = torch.randint(1, self.n_items + 1, targets.shape, device=targets.device)
+            neg = torch.where(seen, fresh, neg)
+        return neg
+
+    def forward(
+        self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
+        inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        neg = self.sample_negatives(targets, inputs)
+        h, pos, real = _real_positions(hidden, targets)
+        neg = neg[real]
+        pos_logit = (h * items[pos]).sum(-1)
+        neg_logit = (h * items[neg]).sum(-1)
+        return (F.softplus(-pos_logit) + F.softplus(neg_logit)).float().mean()
+
+
+def rec_loss(kind: str, n_items: int) -> nn.Module:
+    """The recommendation loss named ``kind`` (``ce`` or ``bce``)."""
+    losses = {"ce": FullSoftmaxCE, "bce": SampledBCE}
+    return losses[kind](n_items)

@@ -1,0 +1,57 @@
+"""SASRec: item + position embedding, transformer, scores against the shared item table.
+
+Every model in this package has the same small interface (as in RecBole):
+
+* ``forward(input_ids) -> (B, L, D)`` sequence representations;
+* ``loss(batch) -> LossOutput`` the training loss with its named parts;
+* ``score(input_ids) -> (B, C)`` scores of the next item after each input, C >= n_items + 1;
+* ``before_training(train_inputs)`` a hook run once before the first epoch (no-op here).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
+from adarec.model.losses import LossOutput
+
+
+class Batch(NamedTuple):
+    """Training rows: ``inputs`` and next-item ``targets``, both (B, L) int64, 0 = padding."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+
+class SASRec(nn.Module):
+    """A unidirectional transformer recommender (Kang & McAuley, 2018)."""
+
+    def __init__(
+        self, *, embedding: SequenceEmbedding, transformer: Transformer, rec_loss: nn.Module
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.transformer = transformer
+        self.rec_loss = rec_loss
+
+    @property
+    def item_table(self) -> torch.Tensor:
+        """(C, D) item embeddings, shared by the input and the output."""
+        return self.embedding.items.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer(self.embedding(input_ids), attention_mask(input_ids))
+
+    def loss(self, batch: Batch) -> LossOutput:
+        hidden = self(batch.inputs)  # (B, L, D)
+        rec = self.rec_loss(hidden, batch.targets, self.item_table, batch.inputs)
+        return LossOutput(total=rec, parts={"rec": rec.detach()})
+
+    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self(input_ids)[:, -1] @ self.item_table.T  # (B, C)
+
+    def before_training(self, train_inputs: torch.Tensor) -> None:
+        """Nothing to prepare for plain SASRec."""

@@ -1,0 +1,189 @@
+"""The training loop: train one epoch, validate, early-stop, test once on the best checkpoint.
+
+Batches are cut from tensors already on the model's device; losses are accumulated on the
+device and read once per epoch, so the loop makes no host-device round trip per step.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from adarec.checkpoint import load_checkpoint, save_checkpoint
+from adarec.config import RunConfig, save_config
+from adarec.data.load import DataInfo, load_sequences, make_splits
+from adarec.data.splits import Splits, TrainSplit
+from adarec.errors import AdarecError
+from adarec.evaluate import evaluate, item_counts, popularity_score_fn
+from adarec.model.build import build_model
+from adarec.model.sasrec import Batch
+
+SELECT_METRIC = "NDCG@20"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AdarecError("device 'cuda' was asked for but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def prepare_data(config: RunConfig) -> tuple[Splits, DataInfo]:
+    """Load the configured interactions and cut the leave-one-out splits."""
+    d = config.data
+    seqs = load_sequences(
+        d.dataset, data_file=d.data_file, data_dir=d.data_dir,
+        synthetic_users=d.synthetic_users, synthetic_items=d.synthetic_items,
+        synthetic_seed=d.synthetic_seed,
+    )
+    return make_splits(seqs, max_len=d.max_len, shorten_seq_to=d.shorten_seq_to)
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, train: TrainSplit, *,
+    batch_size: int, generator: torch.Generator, progress: bool = False,
+) -> dict[str, float]:
+    """One pass over the training rows in random order; returns the mean of each loss part."""
+    model.train()
+    device = train.inputs.device
+    order = torch.randperm(len(train), generator=generator, device=device)
+    starts = range(0, len(train), batch_size)
+    sums: dict[str, torch.Tensor] = {}
+    for start in tqdm(starts, desc="train", leave=False, disable=not progress):
+        rows = order[start : start + batch_size]
+        out = model.loss(Batch(train.inputs[rows], train.targets[rows]))
+        optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        optimizer.step()
+        for name, value in {"total": out.total.detach(), **out.parts}.items():
+            sums[name] = sums.get(name, 0) + value
+    return {name: float(value) / len(starts) for name, value in sums.items()}
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    losses: dict[str, float]
+    valid: dict[str, dict[str, float]]
+    train_seconds: float
+    valid_seconds: float
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def new_run_dir(config: RunConfig, name: str | None = None) -> Path:
+    """A fresh directory under ``output_dir``; an existing run is never overwritten."""
+    base = name or f"{config.preset}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = Path(config.output_dir)
+    path, n = root / base, 1
+    while path.exists():
+        n += 1
+        path = root / f"{base}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def fit(
+    config: RunConfig, run_dir: Path, *, progress: bool = True, command: str | None = None
+) -> dict[str, Any]:
+    """Train ``config`` to early stopping, test the best checkpoint, write ``results.json``."""
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+    seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+    splits, info = prepare_data(config)
+    model = build_model(config.model, n_items=info.n_items, max_len=info.max_len).to(device)
+    train, valid = splits.train.to(device), splits.valid.to(device)
+    save_config(config, run_dir / "config.yaml")
+    model.before_training(train.inputs)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+    )
+    generator = torch.Generator(device=device).manual_seed(config.train.seed)
+    t = config.train
+
+    def validate(split) -> dict[str, dict[str, float]]:
+        model.eval()
+        return evaluate(model.score, split, info.n_items, history_mask=t.history_mask,
+                        batch_size=t.eval_batch_size)
+
+    best, best_epoch, logs = float("-inf"), 0, []
+    writer = SummaryWriter(str(run_dir / "tb"))
+    bar = tqdm(range(1, t.max_epochs + 1), desc="epochs", disable=not progress)
+    with open(run_dir / "metrics.jsonl", "w") as log_file:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
+                                 generator=generator, progress=progress)
+            t1 = time.perf_counter()
+            metrics = validate(valid)
+            log = EpochLog(epoch, losses, metrics, t1 - t0, time.perf_counter() - t1)
+            logs.append(log)
+            log_file.write(json.dumps(asdict(log)) + "\n")
+            log_file.flush()
+            for name, value in losses.items():
+                writer.add_scalar(f"loss/{name}", value, epoch)
+            for name, value in metrics["all"].items():
+                writer.add_scalar(f"valid/{name}", value, epoch)
+            score = metrics["all"][SELECT_METRIC]
+            if score > best:
+                best, best_epoch = score, epoch
+                save_checkpoint(run_dir / "best.pt", model=model, config=config, info=info,
+                                epoch=epoch, metrics=metrics)
+            bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
+                            best=f"{best:.4f}@{best_epoch}")
+            if epoch - best_epoch >= t.patience:
+                break
+    writer.close()
+
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
+    test_split = splits.test.to(device)
+    test = validate(test_split)
+    popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
+    popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
+                          batch_size=t.eval_batch_size)
+    results = {
+        "config": config.to_dict(),
+        "data": asdict(info),
+        "best_epoch": best_epoch,
+        "epochs_run": len(logs),
+        "valid": logs[best_epoch - 1].valid,
+        "test": test,
+        "popularity_test": popularity,
+        "train_seconds_per_epoch": [round(x.train_seconds, 4) for x in logs],
+        "valid_seconds_per_epoch": [round(x.valid_seconds, 4) for x in logs],
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} threads)",
+        "commit": _commit(),
+        "command": command,
+        "versions": {"torch": str(torch.__version__)},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
