@@ -18,6 +18,11 @@ def seqs() -> Sequences:
     return Sequences.from_lists([A, B, C, D, E])
 
 
+def _by_user(split):
+    """Eval rows come sorted by history length; put them back in user order."""
+    return split.take(split.users.argsort())
+
+
 def _history(split) -> list[list[int]]:
     offsets = split.history_offsets.tolist()
     items = split.history_items.tolist()
@@ -34,7 +39,7 @@ def test_full_protocol_truncates_and_left_pads(seqs):
     assert splits.train.targets.tolist() == [[3, 4, 5], [0, 0, 9]]
 
     # valid: input s[:-2], answer s[-2]; history = all of s[:-2] (beyond max_len too).
-    valid = splits.valid
+    valid = _by_user(splits.valid)
     assert valid.users.tolist() == [0, 1, 2]
     assert valid.inputs.tolist() == [[3, 4, 5], [0, 8, 9], [0, 0, 12]]
     assert valid.answers.tolist() == [6, 10, 13]
@@ -42,7 +47,7 @@ def test_full_protocol_truncates_and_left_pads(seqs):
     assert valid.history_lengths.tolist() == [5, 2, 1]
 
     # test: input s[:-1], answer s[-1].
-    test = splits.test
+    test = _by_user(splits.test)
     assert test.users.tolist() == [0, 1, 2, 3]
     assert test.inputs.tolist() == [[4, 5, 6], [8, 9, 10], [0, 12, 13], [0, 0, 15]]
     assert test.answers.tolist() == [7, 11, 14, 16]
@@ -56,13 +61,14 @@ def test_default_max_len_pads_on_the_left(seqs):
     assert splits.train.inputs.shape == (2, 50)
     assert splits.train.inputs[0, -4:].tolist() == [1, 2, 3, 4]
     assert splits.train.inputs[0, :-4].eq(0).all()
-    assert splits.test.inputs[3, -2:].tolist() == [0, 15]
+    assert _by_user(splits.test).inputs[3, -2:].tolist() == [0, 15]
     for split in (splits.train, splits.valid, splits.test):
         assert split.inputs.dtype == torch.int64
 
 
 def test_shorten_seq_to(seqs):
     splits = build_splits(seqs, max_len=50, shorten_seq_to=2)  # max_len is replaced by k + 3
+    splits.valid, splits.test = _by_user(splits.valid), _by_user(splits.test)
     assert splits.max_len == 5
     assert splits.train.users.tolist() == [0, 1]
     assert splits.train.inputs.tolist() == [[0, 0, 0, 3, 4], [0, 0, 0, 0, 8]]
@@ -87,7 +93,7 @@ def test_shorten_seq_to_three_and_bad_values(seqs):
 
 
 def test_history_coo(seqs):
-    rows, items = build_splits(seqs).test.history_coo(1, 3)
+    rows, items = _by_user(build_splits(seqs).test).history_coo(1, 3)
     assert rows.tolist() == [0, 0, 0, 1, 1]
     assert items.tolist() == [8, 9, 10, 12, 13]
 
@@ -115,3 +121,9 @@ def test_beauty_counts(beauty_file):
     assert sparse.max_len == 8 and len(sparse.train) == 22_363
     assert int((sparse.test.inputs > 0).sum(dim=1).max()) == 5
     assert int(sparse.test.history_lengths.sum()) + len(sparse.test) == 198_502
+
+
+def test_eval_rows_are_sorted_by_history_length(seqs):
+    for split in (build_splits(seqs).valid, build_splits(seqs).test):
+        lengths = split.history_lengths
+        assert torch.equal(lengths, lengths.sort().values)

@@ -89,7 +89,7 @@ class TrainConfig:
     patience: int = 40
     seed: int = 1
     device: str = "auto"
-    eval_batch_size: int = 2048
+    eval_batch_size: int = 512
     history_mask: str = "inf"
 
 

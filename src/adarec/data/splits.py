@@ -81,6 +81,21 @@ class EvalSplit:
             )
         )
 
+    def take(self, rows: torch.Tensor) -> EvalSplit:
+        """The rows ``rows`` (any order) as a new split, histories included."""
+        counts = self.history_offsets[1:] - self.history_offsets[:-1]
+        offsets = torch.zeros(len(rows) + 1, dtype=torch.int64, device=rows.device)
+        torch.cumsum(counts[rows], 0, out=offsets[1:])
+        # Flat positions of every chosen row's history, in the new row order.
+        owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts[rows])
+        pos = torch.arange(int(offsets[-1]), device=rows.device) - offsets[owner]
+        pos = pos + self.history_offsets[rows][owner]
+        return EvalSplit(
+            inputs=self.inputs[rows], answers=self.answers[rows],
+            history_lengths=self.history_lengths[rows], history_items=self.history_items[pos],
+            history_offsets=offsets, users=self.users[rows],
+        )
+
     def history_coo(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, items) of the history entries of rows ``start:stop``; rows count from 0."""
         lo, hi = self.history_offsets[start], self.history_offsets[stop]
@@ -121,6 +136,8 @@ def _window(
 def _eval_split(seqs: Sequences, held_out: int, width: int, max_len: int) -> EvalSplit:
     lengths = seqs.lengths
     users = np.nonzero(lengths >= held_out + 1)[0]
+    # Rows ordered by history length: a batch of neighbours then has little padding to trim.
+    users = users[np.argsort(lengths[users], kind="stable")]
     end = seqs.offsets[users] + lengths[users] - held_out  # index of the answer
     inputs = _window(seqs, users, end, width, max_len)
     hist_len = lengths[users] - held_out
@@ -174,6 +191,15 @@ def build_splits(
         n_items=seqs.n_items,
         max_len=max_len,
     )
+
+
+def trim_left(inputs: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cut the columns that are padding in every row of ``inputs`` (and of ``aligned``).
+
+    Keeps at least one column. Costs one device-to-host read of the longest row length.
+    """
+    width = max(int((inputs > 0).sum(1).max()), 1) if inputs.numel() else 1
+    return tuple(t[:, -width:] for t in (inputs, *aligned))
 
 
 def left_pad(inputs: torch.Tensor, length: int) -> torch.Tensor:

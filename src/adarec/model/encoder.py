@@ -95,6 +95,8 @@ class SequenceEmbedding(nn.Module):
 
     ``n_rows`` rows in the item table: row 0 is padding; a model may keep a spare row at the
     end (the original release does). The item table is shared with the output scores.
+    Positions are counted from the right (the last column is always position
+    ``max_len - 1``), so cutting all-padding columns off the left changes no output.
     """
 
     def __init__(self, *, n_rows: int, max_len: int, dim: int, dropout: float) -> None:
@@ -105,7 +107,8 @@ class SequenceEmbedding(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        n_pos = self.positions.num_embeddings
+        pos = torch.arange(n_pos - input_ids.shape[1], n_pos, device=input_ids.device)
         return self.drop(self.ln(self.items(input_ids) + self.positions(pos)))
 
 
