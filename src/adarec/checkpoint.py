@@ -38,8 +38,11 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -49,8 +52,10 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         raise AdarecError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or foreign file
-        raise AdarecError(f"{path} is not a readable adarec checkpoint ({exc})") from None
+    except Exception as exc:  # corrupt, truncated or foreign file; torch's text is long
+        raise AdarecError(
+            f"{path} is not a readable adarec checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AdarecError(f"{path} is not an adarec checkpoint (format {FORMAT} expected)")
     return state
@@ -62,6 +67,13 @@ def model_from_checkpoint(
     """Rebuild the model a checkpoint describes and load its weights."""
     config = config_from_dict(state["config"])
     info = DataInfo(**state["data_info"])
-    model = build_model(config.model, n_items=info.n_items, max_len=info.max_len)
-    model.load_state_dict(state["state_dict"])
+    model = build_model(config, n_items=info.n_items, max_len=info.max_len)
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError:
+        raise AdarecError(
+            "the checkpoint's weights do not fit the model its configuration describes "
+            f"(written by adarec {state.get('versions', {}).get('adarec', '?')}, "
+            f"this is {adarec.__version__})"
+        ) from None
     return model, config, info

@@ -152,12 +152,16 @@ def presets() -> None:
 @data_app.command("list")
 def data_list() -> None:
     """List the registered benchmark datasets and where each would be read from."""
-    from adarec.data.registry import DATASETS, local_status
+    from adarec.data.registry import DATASETS, dataset_path
 
     rows = [("name", "users", "items", "interactions", "local copy")]
     for info in DATASETS.values():
+        try:
+            where = str(dataset_path(info.name, download=False))
+        except AdarecError:
+            where = "- (downloaded on first use)"
         rows.append((info.name, f"{info.users:,}", f"{info.items:,}",
-                     f"{info.interactions:,}", local_status(info.name)))
+                     f"{info.interactions:,}", where))
     typer.echo(_table(rows))
     typer.echo("(plus 'synthetic': generated on the fly, no file)")
 

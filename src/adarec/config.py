@@ -48,7 +48,8 @@ class DataConfig:
 class ModelConfig:
     """The model and its sizes.
 
-    name: ``sasrec`` (more models come with their issues).
+    name: ``sasrec``, ``elcrec`` (SASRec + the [intents] part) or ``adarec`` (the paper's
+        model, configured by [adarec]; its coarse expert carries the [intents] part).
     hidden_size: embedding and transformer width D.
     num_layers: transformer blocks.
     num_heads: attention heads (must divide hidden_size).
@@ -65,6 +66,71 @@ class ModelConfig:
     attn_dropout: float = 0.5
     hidden_dropout: float = 0.5
     rec_loss: str = "ce"
+
+
+@dataclass(frozen=True)
+class IntentsConfig:
+    """ELCRec's learnable intents (used by ``elcrec``; DESIGN.md section 3).
+
+    n_intents: number of intent centres K (k-means initialised once before training).
+    trade_off: weight of the clustering loss.
+    instance_weight: weight of the instance contrastive loss (two augmented views).
+    intent_weight: weight of the intent contrastive loss (views vs the clean intent).
+    temperature: InfoNCE temperature of both contrastive losses.
+    fusion: ``add`` or ``concat``: how view outputs are fused with their nearest centre.
+    assign: ``position`` (ELCRec: each position's own nearest centre) or ``sequence``.
+    crop_ratio / mask_ratio / reorder_ratio: the augmentation operators' ratios.
+    """
+
+    n_intents: int = 256
+    trade_off: float = 1.0
+    instance_weight: float = 0.1
+    intent_weight: float = 0.1
+    temperature: float = 1.0
+    fusion: str = "concat"
+    assign: str = "position"
+    crop_ratio: float = 0.2
+    mask_ratio: float = 0.7
+    reorder_ratio: float = 0.2
+
+
+@dataclass(frozen=True)
+class ADARecConfig:
+    """ADARec (used by ``adarec``; DESIGN.md section 4). The ablations of the paper's Table 4:
+    ``controller=fixed`` (without ADC), ``denoise=false`` (without HDA), ``experts=1``
+    (ADC + HDA only), ``router=constant`` (without router), ``cont_weight=0`` (without
+    L_cont), ``max_depth=0`` (HP-MoE only).
+
+    max_depth: T_max, the deepest level (the paper's grid: 4, 6, 8, 10, 12).
+    controller: ``adaptive`` (GRU + straight-through Gumbel-softmax) or ``fixed``.
+    fixed_depth: the depth every user gets with ``controller=fixed``.
+    gumbel_tau: Gumbel-softmax temperature.
+    diffusion_steps / beta_start / beta_end: the linear DDPM schedule; level k uses step k.
+    denoise: ``false`` makes every level a copy of E0 (no diffusion, no denoising loss).
+    experts: 2 (fine + coarse) or 1 (one shared expert, constant router).
+    router: ``content`` (MLP on the pooled level + level embedding) or ``constant`` (0.5).
+    intents: put ELCRec's intent learning ([intents]) on the coarse expert.
+    cont_temperature: temperature of the trajectory contrastive loss.
+    deno_weight / cont_weight / expl_weight: weights of L_deno, L_cont and L_expl.
+    eval_noise: ``zero`` (noise-free levels at inference) or ``seeded`` (fixed-seed noise).
+    """
+
+    max_depth: int = 10
+    controller: str = "adaptive"
+    fixed_depth: int = 10
+    gumbel_tau: float = 0.5
+    diffusion_steps: int = 50
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    denoise: bool = True
+    experts: int = 2
+    router: str = "content"
+    intents: bool = True
+    cont_temperature: float = 0.07
+    deno_weight: float = 0.1
+    cont_weight: float = 0.1
+    expl_weight: float = 0.01
+    eval_noise: str = "zero"
 
 
 @dataclass(frozen=True)
@@ -99,6 +165,8 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    intents: IntentsConfig = field(default_factory=IntentsConfig)
+    adarec: ADARecConfig = field(default_factory=ADARecConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs"
     preset: str = "default"
@@ -112,7 +180,13 @@ class RunConfig:
 
 _CHOICES = {
     ("data", "dataset"): None,  # checked when the data is loaded
-    ("model", "name"): ("sasrec",),
+    ("model", "name"): ("sasrec", "elcrec", "adarec"),
+    ("adarec", "controller"): ("adaptive", "fixed"),
+    ("adarec", "experts"): (1, 2),
+    ("adarec", "router"): ("content", "constant"),
+    ("adarec", "eval_noise"): ("zero", "seeded"),
+    ("intents", "fusion"): ("add", "concat"),
+    ("intents", "assign"): ("position", "sequence"),
     ("model", "rec_loss"): ("ce", "bce"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "history_mask"): ("inf", "zero"),
@@ -121,7 +195,15 @@ _POSITIVE = {
     ("data", "max_len"), ("data", "synthetic_users"), ("data", "synthetic_items"),
     ("model", "hidden_size"), ("model", "num_layers"), ("model", "num_heads"),
     ("train", "batch_size"), ("train", "max_epochs"), ("train", "patience"),
-    ("train", "eval_batch_size"), ("train", "lr"),
+    ("train", "eval_batch_size"), ("train", "lr"), ("intents", "n_intents"),
+    ("intents", "temperature"),
+}
+
+
+_NON_NEGATIVE = {
+    ("data", "synthetic_seed"), ("train", "weight_decay"), ("train", "seed"),
+    ("intents", "trade_off"), ("intents", "instance_weight"), ("intents", "intent_weight"),
+    ("adarec", "deno_weight"), ("adarec", "cont_weight"), ("adarec", "expl_weight"),
 }
 
 
@@ -161,12 +243,13 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _parse_override(item: str) -> dict[str, Any]:
     key, sep, raw = item.partition("=")
     parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    top_level = len(parts) == 1 and parts[0] in ("output_dir",)
+    if not sep or not (top_level or (len(parts) == 2 and all(parts))):
         raise AdarecError(
             f"override {item!r} must look like section.key=value, e.g. model.hidden_size=128"
         )
     value = yaml.safe_load(raw) if raw.strip() else None
-    return {parts[0]: {parts[1]: value}}
+    return {parts[0]: value} if top_level else {parts[0]: {parts[1]: value}}
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -178,6 +261,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
@@ -199,7 +287,10 @@ def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a `RunConfig` from a nested mapping (e.g. a saved config.yaml)."""
-    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    sections = {
+        "data": DataConfig, "model": ModelConfig, "intents": IntentsConfig,
+        "adarec": ADARecConfig, "train": TrainConfig,
+    }
     unknown = set(data) - set(sections) - {"output_dir", "preset"}
     if unknown:
         raise AdarecError(f"unknown config section(s): {', '.join(sorted(unknown))}")
@@ -223,11 +314,15 @@ def validate(config: RunConfig) -> None:
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(config, section), key)
         if choices is not None and value not in choices:
-            raise AdarecError(f"{section}.{key} must be one of {', '.join(choices)}; got {value!r}")
+            allowed = ", ".join(str(c) for c in choices)
+            raise AdarecError(f"{section}.{key} must be one of {allowed}; got {value!r}")
     for section, key in _POSITIVE:
         value = getattr(getattr(config, section), key)
         if value <= 0:
             raise AdarecError(f"{section}.{key} must be positive; got {value!r}")
+    for section, key in _NON_NEGATIVE:
+        if getattr(getattr(config, section), key) < 0:
+            raise AdarecError(f"{section}.{key} must be >= 0")
     if config.data.shorten_seq_to is not None and config.data.shorten_seq_to < 1:
         raise AdarecError(f"data.shorten_seq_to must be >= 1; got {config.data.shorten_seq_to}")
     for key in ("attn_dropout", "hidden_dropout"):
@@ -238,6 +333,16 @@ def validate(config: RunConfig) -> None:
             f"model.num_heads ({config.model.num_heads}) must divide "
             f"model.hidden_size ({config.model.hidden_size})"
         )
+    for key in ("crop_ratio", "mask_ratio", "reorder_ratio"):
+        if not 0.0 <= getattr(config.intents, key) <= 1.0:
+            raise AdarecError(f"intents.{key} must be in [0, 1]")
+    a = config.adarec
+    if not 0 <= a.max_depth <= a.diffusion_steps:
+        raise AdarecError("adarec.max_depth must be in 0..adarec.diffusion_steps")
+    if not 0 <= a.fixed_depth <= a.max_depth:
+        raise AdarecError("adarec.fixed_depth must be in 0..adarec.max_depth")
+    if not 0.0 < a.beta_start <= a.beta_end < 1.0:
+        raise AdarecError("adarec needs 0 < beta_start <= beta_end < 1")
     if config.data.dataset == "file" and not config.data.data_file:
         raise AdarecError("data.dataset is 'file' but no data.data_file was given")
 

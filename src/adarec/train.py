@@ -80,7 +80,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()
-        for name, value in {"total": out.total.detach(), **out.parts}.items():
+        for name, value in {"total": out.total.detach(), **out.parts, **out.stats}.items():
             sums[name] = sums.get(name, 0) + value
     return {name: float(value) / len(starts) for name, value in sums.items()}
 
@@ -126,10 +126,10 @@ def fit(
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
     splits, info = prepare_data(config)
-    model = build_model(config.model, n_items=info.n_items, max_len=info.max_len).to(device)
+    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
     train, valid = splits.train.to(device), splits.valid.to(device)
     save_config(config, run_dir / "config.yaml")
-    model.before_training(train.inputs)
+    model.before_training(train.inputs, config.train.seed)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
     )

@@ -198,7 +198,12 @@ def trim_left(inputs: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tenso
 
     Keeps at least one column. Costs one device-to-host read of the longest row length.
     """
-    width = max(int((inputs > 0).sum(1).max()), 1) if inputs.numel() else 1
+    if not inputs.numel():
+        return (inputs, *aligned)
+    length = inputs.shape[1]
+    nonzero = inputs != 0
+    first = nonzero.to(torch.int8).argmax(1)  # first real column (0 for empty rows)
+    width = int(torch.where(nonzero.any(1), length - first, 0).max().clamp(min=1))
     return tuple(t[:, -width:] for t in (inputs, *aligned))
 
 

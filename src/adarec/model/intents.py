@@ -156,6 +156,10 @@ class IntentCentres(nn.Module):
         raise ValueError(f"fusion mode must be 'add' or 'concat', got {mode!r}")
 
 
+def _zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
+    return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
+
+
 class IntentLosses(NamedTuple):
     """ELCRec's auxiliary losses, unweighted scalars (the caller weighs and sums them)."""
 
@@ -180,8 +184,9 @@ def intent_losses(
         ``mean_pool``, and decides whether to detach it; ELCRec does not detach).
     view_outputs: two (B, L, D) encoder outputs of the augmented views (one pass per view;
         ELCRec runs the views once for the instance loss and again for the intent loss).
-    view_masks: optional (B, L) real-item masks for pooling the views; None = ELCRec's mean
-        over all L positions.
+    view_masks: optional (B, L) real-item masks: pooling then averages real positions only and
+        fused padding positions are zeroed before flattening; None = ELCRec's behaviour (all
+        L positions count).
 
     - cluster: ``cluster_loss(clean_pooled, centres)``;
     - instance: each view fused with its nearest centres, flattened to (B, L * D) or
@@ -192,7 +197,7 @@ def intent_losses(
     batch = clean_pooled.shape[0]
     cluster = cluster_loss(clean_pooled, centres.centres)
     flat = [
-        centres.fuse(out, fusion, assign=assign, mask=m).reshape(batch, -1)
+        _zero_padding(centres.fuse(out, fusion, assign=assign, mask=m), m).reshape(batch, -1)
         for out, m in zip(view_outputs, view_masks, strict=True)
     ]
     instance = info_nce(flat[0], flat[1], temperature)

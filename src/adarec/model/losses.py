@@ -17,11 +17,22 @@ from torch import nn
 class LossOutput(NamedTuple):
     """A training step's loss: ``total`` to back-propagate and named ``parts`` to log.
 
-    ``parts`` holds detached, *weighted* scalars whose sum is ``total``.
+    ``parts`` holds the detached, *unweighted* losses; ``total`` is their weighted sum.
+    ``stats`` holds other detached scalars worth logging (e.g. ADARec's depth shares).
     """
 
     total: torch.Tensor
     parts: dict[str, torch.Tensor]
+    stats: dict[str, torch.Tensor] = {}  # noqa: RUF012  (never mutated)
+
+
+def weigh(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> LossOutput:
+    """The one place where named losses are weighted and summed."""
+    missing = set(losses) - set(weights)
+    if missing:
+        raise KeyError(f"no weight for loss(es) {sorted(missing)}")
+    total = sum(weights[name] * value for name, value in losses.items())
+    return LossOutput(total, {name: value.detach() for name, value in losses.items()})
 
 
 def _real_positions(hidden: torch.Tensor, targets: torch.Tensor):
@@ -52,8 +63,9 @@ class SampledBCE(nn.Module):
     """The release's loss: -log s(h.e_pos) - log(1 - s(h.e_neg)) with one random negative.
 
     Negatives are drawn uniformly from 1..n_items and redrawn (a few vectorised rounds) while
-    they equal the target or an item of the same input row; the release excludes the user's
-    whole training sequence, which for these inputs is the same set but for one item.
+    they equal the target or an item of the same input row, and never equal the target (on a
+    catalogue of more than one item); the release redraws until the negative is outside the
+    user's whole training sequence (for these inputs the same set but for one item).
     """
 
     def __init__(self, n_items: int, redraws: int = 3) -> None:
@@ -67,7 +79,8 @@ class SampledBCE(nn.Module):
             seen = (neg[:, :, None] == inputs[:, None, :]).any(-1) | (neg == targets)  # (B, L)
             fresh = torch.randint(1, self.n_items + 1, targets.shape, device=targets.device)
             neg = torch.where(seen, fresh, neg)
-        return neg
+        # Whatever the redraws left, a negative is never the target itself.
+        return torch.where(neg == targets, neg % self.n_items + 1, neg)
 
     def forward(
         self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,

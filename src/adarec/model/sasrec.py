@@ -5,7 +5,11 @@ Every model in this package has the same small interface (as in RecBole):
 * ``forward(input_ids) -> (B, L, D)`` sequence representations;
 * ``loss(batch) -> LossOutput`` the training loss with its named parts;
 * ``score(input_ids) -> (B, C)`` scores of the next item after each input, C >= n_items + 1;
-* ``before_training(train_inputs)`` a hook run once before the first epoch (no-op here).
+* ``before_training(train_inputs, seed)`` run once before the first epoch.
+
+Auxiliary parts (ELCRec's `IntentLearning`) are composed in: SASRec + intent learning *is*
+ELCRec. Each part is called as ``part(encode, inputs, hidden)`` and returns a NamedTuple of
+named, unweighted losses; `weigh` combines them with the recommendation loss.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 from torch import nn
 
 from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
-from adarec.model.losses import LossOutput
+from adarec.model.losses import LossOutput, weigh
 
 
 class Batch(NamedTuple):
@@ -27,15 +31,18 @@ class Batch(NamedTuple):
 
 
 class SASRec(nn.Module):
-    """A unidirectional transformer recommender (Kang & McAuley, 2018)."""
+    """A unidirectional transformer recommender (Kang & McAuley, 2018), plus optional parts."""
 
     def __init__(
-        self, *, embedding: SequenceEmbedding, transformer: Transformer, rec_loss: nn.Module
+        self, *, embedding: SequenceEmbedding, transformer: Transformer, rec_loss: nn.Module,
+        aux: dict[str, nn.Module] | None = None, loss_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.embedding = embedding
         self.transformer = transformer
         self.rec_loss = rec_loss
+        self.aux = nn.ModuleDict(aux or {})
+        self.loss_weights = {"rec": 1.0, **(loss_weights or {})}
 
     @property
     def item_table(self) -> torch.Tensor:
@@ -47,11 +54,18 @@ class SASRec(nn.Module):
 
     def loss(self, batch: Batch) -> LossOutput:
         hidden = self(batch.inputs)  # (B, L, D)
-        rec = self.rec_loss(hidden, batch.targets, self.item_table, batch.inputs)
-        return LossOutput(total=rec, parts={"rec": rec.detach()})
+        losses = {"rec": self.rec_loss(hidden, batch.targets, self.item_table, batch.inputs)}
+        for part in self.aux.values():
+            losses.update(part(self, batch.inputs, hidden)._asdict())
+        return weigh(losses, self.loss_weights)
 
     def score(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self(input_ids)[:, -1] @ self.item_table.T  # (B, C)
 
-    def before_training(self, train_inputs: torch.Tensor) -> None:
-        """Nothing to prepare for plain SASRec."""
+    def before_training(self, train_inputs: torch.Tensor, seed: int) -> None:
+        """Let each auxiliary part prepare itself (ELCRec: k-means on the centres)."""
+        was_training = self.training
+        self.eval()
+        for part in self.aux.values():
+            part.initialise(self, train_inputs, seed)
+        self.train(was_training)

@@ -1,0 +1,179 @@
+"""Time training epochs and validation passes of a preset, the same calls `adarec.train.fit` makes.
+
+Usage (a script, not a test):
+
+    python benchmarks/bench_epoch.py --preset sasrec-beauty --dataset Beauty \
+        --data-dir ../shared/data --epochs 2 --warmup 1 [--device cuda] [--json out.json]
+
+The first ``--warmup`` epochs are run but not timed (allocator, kernel selection, caches);
+the table reports the median of the ``--epochs`` timed ones. Nothing is written to disk
+except the optional ``--json`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adarec.config import load_config
+from adarec.errors import AdarecError
+from adarec.evaluate import evaluate
+from adarec.model.build import build_model
+from adarec.train import prepare_data, resolve_device, seed_everything, train_epoch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", required=True, help="preset name (see `adarec presets`)")
+    p.add_argument("--dataset", help="benchmark name, 'synthetic' or 'file'")
+    p.add_argument("--data-dir", help="directory holding the benchmark files")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="default: the preset's train.device (auto = cuda when available)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed epochs first (default 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override section.key=value (repeatable)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.warmup < 0:
+        p.error("--epochs must be >= 1 and --warmup >= 0")
+    return args
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    config = load_config(args.preset, overrides=overrides)
+    t = config.train
+
+    seed_everything(t.seed)
+    device = resolve_device(t.device)
+    splits, info = prepare_data(config)
+    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
+    train, valid = splits.train.to(device), splits.valid.to(device)
+    _sync(device)
+    t_prep = time.perf_counter()
+    model.before_training(train.inputs, t.seed)  # ELCRec: k-means on the intent centres
+    _sync(device)
+    prep_s = time.perf_counter() - t_prep
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(t.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    train_s: list[float] = []
+    valid_s: list[float] = []
+    total_start = time.perf_counter()
+    for epoch in range(args.warmup + args.epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
+                             generator=generator)
+        _sync(device)
+        t1 = time.perf_counter()
+        model.eval()
+        metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
+                           batch_size=t.eval_batch_size)
+        _sync(device)
+        t2 = time.perf_counter()
+        timed = epoch >= args.warmup
+        if timed:
+            train_s.append(t1 - t0)
+            valid_s.append(t2 - t1)
+        print(f"epoch {epoch + 1}{'' if timed else ' (warm-up)'}: train {t1 - t0:.2f} s, "
+              f"valid {t2 - t1:.2f} s, loss {losses['total']:.4f}, "
+              f"valid NDCG@20 {metrics['all']['NDCG@20']:.4f}", file=sys.stderr)
+    total = time.perf_counter() - total_start
+
+    train_med = statistics.median(train_s)
+    return {
+        "preset": config.preset,
+        "dataset": config.data.dataset,
+        "device": _device_name(device),
+        "users": info.n_users,
+        "items": info.n_items,
+        "train_rows": len(train),
+        "train_s_per_epoch": train_med,
+        "valid_s": statistics.median(valid_s),
+        "before_training_s": prep_s,
+        "total_s": total,
+        "train_sequences_per_s": len(train) / train_med,
+        "peak_memory_mib": _peak_memory_mib(device),
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "peak RSS",
+        "torch_threads": torch.get_num_threads(),
+        "warmup_epochs": args.warmup,
+        "timed_epochs": args.epochs,
+        "train_s_all": train_s,
+        "valid_s_all": valid_s,
+        "torch": str(torch.__version__),
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [
+        ("preset", r["preset"]),
+        ("dataset", r["dataset"]),
+        ("device", r["device"]),
+        ("users", f"{r['users']:,}"),
+        ("items", f"{r['items']:,}"),
+        (f"train s/epoch (median of {r['timed_epochs']})", f"{r['train_s_per_epoch']:.2f}"),
+        ("valid s (median)", f"{r['valid_s']:.2f}"),
+        ("before_training s (once)", f"{r['before_training_s']:.2f}"),
+        (f"total s ({r['warmup_epochs']} warm-up + {r['timed_epochs']} epochs)",
+         f"{r['total_s']:.1f}"),
+        ("train sequences/s", f"{r['train_sequences_per_s']:,.0f}"),
+        (f"peak memory MiB ({r['peak_memory_kind']})", f"{r['peak_memory_mib']:,.0f}"),
+        ("torch threads", str(r["torch_threads"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except AdarecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

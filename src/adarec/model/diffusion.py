@@ -1,0 +1,173 @@
+"""ADARec's adaptive depth controller and hierarchical diffusion augmentation (DESIGN.md 4.1-2).
+
+Shapes: B users, L positions, D width, T = T_max levels; level 0 is the clean embedding E0,
+level k >= 1 is the one-step clean estimate of E0 after k noising steps. Every level of a batch
+is computed at once; levels deeper than a user's depth are masked, never looped over.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def linear_alpha_bars(n_steps: int, beta_start: float, beta_end: float) -> Tensor:
+    """(n_steps,) ``abar_k = prod_{j<=k} (1 - beta_j)`` of a linear DDPM schedule, k = 1..n."""
+    betas = torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+def level_mask(onehot: Tensor) -> Tensor:
+    """(..., T+1) one-hot depth -> (..., T+1) mask ``m_k = sum_{j>=k} onehot_j`` (m_0 = 1).
+
+    Differentiable: with a straight-through one-hot the gradient reaches the controller.
+    """
+    return onehot.flip(-1).cumsum(-1).flip(-1)
+
+
+class Depth(NamedTuple):
+    """A controller's decision: ``onehot`` (B, L, T+1) over depths 0..T at every position
+    (straight-through in training), and ``expl`` the exploration loss (negative entropy of the
+    soft choice, averaged over real positions)."""
+
+    onehot: Tensor
+    expl: Tensor
+
+
+def roll_rows(x: Tensor, shift: Tensor) -> Tensor:
+    """Row b of (B, L, ...) rotated left by ``shift[b]``: out[b, j] = x[b, (j + shift[b]) % L].
+
+    ``roll_rows(x, L - n)`` moves each row's last n (real) positions to the front;
+    ``roll_rows(y, n)`` moves them back.
+    """
+    length = x.shape[1]
+    idx = (torch.arange(length, device=x.device)[None, :] + shift[:, None]) % length
+    return torch.gather(x, 1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+class DepthController(nn.Module):
+    """The Adaptive Depth Controller: ``h_c = GRU([E0 ; v_len])``, logits over depths 0..T.
+
+    Causal by construction: the decision at position t reads only items up to t (the GRU
+    state after item t, and ``v_len`` = the number of items so far / ``max_len``). At the last
+    position, the one that is scored, this is exactly the paper's whole-sequence decision; at
+    earlier (training) positions it keeps later items, the targets among them, out of the
+    prediction. The GRU reads real items only (rows are right-aligned, padding trails), so
+    padding never changes a decision. Training draws a straight-through Gumbel-softmax sample
+    (hard one-hot forward, soft gradient); evaluation takes the argmax.
+    """
+
+    def __init__(self, *, dim: int, max_depth: int, max_len: int, tau: float = 0.5) -> None:
+        super().__init__()
+        self.length_embedding = nn.Linear(1, dim)
+        self.gru = nn.GRU(2 * dim, dim, batch_first=True)
+        self.head = nn.Linear(dim, max_depth + 1)
+        self.max_len = max_len
+        self.tau = tau
+
+    def forward(self, e0: Tensor, input_ids: Tensor) -> Depth:
+        real = input_ids > 0  # (B, L)
+        lengths = real.sum(1)  # (B,)
+        so_far = real.cumsum(1).float() / self.max_len  # (B, L)
+        x = torch.cat([e0, self.length_embedding(so_far.unsqueeze(-1))], dim=-1)  # (B, L, 2D)
+        length = input_ids.shape[1]
+        out, _ = self.gru(roll_rows(x, length - lengths))  # real items first
+        logits = self.head(roll_rows(out, lengths))  # (B, L, T+1), back in place
+        log_p = logits.log_softmax(-1)
+        neg_entropy = (log_p.exp() * log_p).sum(-1)  # (B, L)
+        expl = (neg_entropy * real).sum() / real.sum().clamp(min=1)  # minimising it explores
+        if self.training:
+            onehot = F.gumbel_softmax(logits, tau=self.tau, hard=True)
+        else:
+            onehot = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        return Depth(onehot, expl)
+
+
+class FixedDepth(nn.Module):
+    """The "without ADC" ablation: every user gets the same depth; no exploration loss."""
+
+    def __init__(self, *, depth: int, max_depth: int) -> None:
+        super().__init__()
+        self.depth, self.max_depth = depth, max_depth
+
+    def forward(self, e0: Tensor, input_ids: Tensor) -> Depth:
+        onehot = e0.new_zeros(*input_ids.shape, self.max_depth + 1)
+        onehot[..., self.depth] = 1.0
+        return Depth(onehot, e0.new_zeros(()))
+
+
+class Denoiser(nn.Module):
+    """``eps_theta(E_k, k)``: a small MLP on the noisy embedding and a level embedding."""
+
+    def __init__(self, *, dim: int, max_depth: int) -> None:
+        super().__init__()
+        self.level_embedding = nn.Embedding(max_depth + 1, dim)
+        self.net = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, noisy: Tensor) -> Tensor:
+        """(T, B, L, D) noisy levels 1..T -> (T, B, L, D) predicted noise."""
+        levels = torch.arange(1, noisy.shape[0] + 1, device=noisy.device)
+        cond = self.level_embedding(levels)[:, None, None, :].expand_as(noisy)
+        return self.net(torch.cat([noisy, cond], dim=-1))
+
+
+class Levels(NamedTuple):
+    """``levels`` (T+1, B, L, D): E0 then the clean estimates of levels 1..T; ``deno`` the
+    denoising loss over the used levels' real positions."""
+
+    levels: Tensor
+    deno: Tensor
+
+
+class HierarchicalDiffusion(nn.Module):
+    """``E_k = sqrt(abar_k) E0 + sqrt(1 - abar_k) eps_k`` with fresh noise per level, one shared
+    denoiser, one-step estimates ``Ehat_k = (E_k - sqrt(1 - abar_k) eps_theta) / sqrt(abar_k)``.
+
+    Level k uses step k of an ``n_steps`` linear schedule. With ``noise=False`` (the "without
+    HDA" ablation) every level is a copy of E0 and there is no denoising loss. In evaluation
+    the noise is zero (``eval_noise="zero"``, deterministic) or drawn from a generator seeded
+    with ``eval_seed`` at every call (``"seeded"``).
+    """
+
+    def __init__(
+        self, *, denoiser: Denoiser | None, max_depth: int, n_steps: int = 50,
+        beta_start: float = 1e-4, beta_end: float = 0.02, eval_noise: str = "zero",
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if max_depth > n_steps:
+            raise ValueError(f"max_depth {max_depth} exceeds the schedule's {n_steps} steps")
+        self.denoiser = denoiser
+        self.max_depth = max_depth
+        self.register_buffer(
+            "alpha_bars", linear_alpha_bars(n_steps, beta_start, beta_end)[:max_depth],
+            persistent=False,
+        )
+        self.eval_noise, self.eval_seed = eval_noise, eval_seed
+
+    def _noise(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        if self.training:
+            return torch.randn(shape, device=like.device, dtype=like.dtype)
+        if self.eval_noise == "zero":
+            return like.new_zeros(shape)
+        gen = torch.Generator(device=like.device).manual_seed(self.eval_seed)
+        return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+
+    def forward(self, e0: Tensor, mask: Tensor, real: Tensor) -> Levels:
+        """``e0`` (B, L, D), ``mask`` (B, L, T+1) used levels, ``real`` (B, L) real items."""
+        t = self.max_depth
+        if self.denoiser is None or t == 0:
+            return Levels(e0.unsqueeze(0).expand(t + 1, *e0.shape), e0.new_zeros(()))
+        ab = self.alpha_bars.to(e0.dtype)[:, None, None, None]  # (T, 1, 1, 1)
+        eps = self._noise((t, *e0.shape), e0)  # (T, B, L, D)
+        noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps
+        eps_hat = self.denoiser(noisy)
+        estimates = (noisy - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+        # Mean squared error over D, averaged over used levels' real positions.
+        weight = mask[..., 1:].detach().permute(2, 0, 1) * real.to(e0.dtype)  # (T, B, L)
+        err = (eps_hat - eps).pow(2).mean(-1)
+        deno = (err * weight).sum() / weight.sum().clamp(min=1.0)
+        return Levels(torch.cat([e0.unsqueeze(0), estimates]), deno)

@@ -1,0 +1,143 @@
+"""The original research release as a model (DESIGN.md section 5), built from the same parts.
+
+The release trains two *independent* ELCRec/SASRec members that differ only in their
+candidate depths ({4, 5} and {9, 10} on a 50-step linear schedule, depth d using step d - 1;
+i.e. ``alpha_bars[d - 1]``). Each member has its own embeddings, encoder, intent centres,
+optimiser and early stopping (the trainer handles `members`); the test score is the average
+of the members' full score vectors. Diffusion is used in training only.
+
+Per member and batch: a controller (GRU over the *detached* embedded input, last hidden state,
+concatenated with an embedding of the raw length, linear, softmax over the two depths) mixes
+two noised copies of the embedded input into one; the same encoder reads the clean and the
+noised input. Losses (weights in `ReleaseMember.loss_weights`): BCE on the clean branch,
+0.5 x BCE on the noised branch, 1e-4 x masked MSE(noised output, detached clean output),
+1e-4 x (-entropy of the mix), and ELCRec-style losses in the release's form: instance InfoNCE
+between the two augmented views' noised-branch outputs, flattened, without centre fusion; the
+clustering loss on the *detached* clean mean-pooled output (only the centres learn from it);
+intent InfoNCE between the views' noised-branch pooled outputs and the clean sequence's
+nearest centre.
+
+Two release defects are fixed and documented: the intent centres are initialised by k-means
+(the release leaves them uninitialised), and the entry point runs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from adarec.model.augment import random_augment
+from adarec.model.diffusion import roll_rows
+from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
+from adarec.model.intents import IntentCentres, cluster_loss, info_nce, mean_pool
+from adarec.model.losses import LossOutput, weigh
+from adarec.model.sasrec import Batch
+
+
+class ReleaseController(nn.Module):
+    """Softmax mixing weights (B, 2) over two candidate depths, from the detached input."""
+
+    def __init__(self, *, dim: int, max_len: int, n_choices: int = 2) -> None:
+        super().__init__()
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        self.length_embedding = nn.Embedding(max_len + 1, dim)
+        self.head = nn.Linear(2 * dim, n_choices)
+
+    def forward(self, e0: Tensor, input_ids: Tensor) -> Tensor:
+        lengths = (input_ids > 0).sum(1)
+        # The GRU's last hidden state after the last real item (padding trails after rolling).
+        out, _ = self.gru(roll_rows(e0.detach(), input_ids.shape[1] - lengths))
+        last = out[torch.arange(out.shape[0], device=out.device), (lengths - 1).clamp(min=0)]
+        h = torch.cat([last, self.length_embedding(lengths)], dim=-1)
+        return self.head(h).softmax(-1)
+
+
+class Views(NamedTuple):
+    outputs: Tensor  # (2B, L, D) noised-branch outputs of the two views
+    real: Tensor  # (2B, L)
+
+
+class ReleaseMember(nn.Module):
+    """One of the release's two models: SASRec + noised branch + ELCRec-style losses."""
+
+    def __init__(
+        self, *, embedding: SequenceEmbedding, transformer: Transformer,
+        controller: ReleaseController, centres: IntentCentres, alpha_bars: Tensor,
+        rec_loss: nn.Module, loss_weights: dict[str, float], temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.transformer = transformer
+        self.controller = controller
+        self.centres = centres
+        self.register_buffer("alpha_bars", alpha_bars, persistent=False)  # (2,)
+        self.rec_loss = rec_loss
+        self.loss_weights = loss_weights
+        self.temperature = temperature
+
+    @property
+    def item_table(self) -> Tensor:
+        return self.embedding.items.weight
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.transformer(self.embedding(input_ids), attention_mask(input_ids))
+
+    def score(self, input_ids: Tensor) -> Tensor:
+        return self(input_ids)[:, -1] @ self.item_table.T  # (B, n_items + 2)
+
+    def noised(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder output of the controller-mixed noised input, and the mixing weights."""
+        e0 = self.embedding(input_ids)  # (B, L, D)
+        w = self.controller(e0, input_ids)  # (B, 2)
+        ab = self.alpha_bars[:, None, None, None]  # (2, 1, 1, 1)
+        eps = torch.randn(2, *e0.shape, device=e0.device, dtype=e0.dtype)
+        noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps  # (2, B, L, D)
+        mixed = (w.T[:, :, None, None] * noisy).sum(0)
+        return self.transformer(mixed, attention_mask(input_ids)), w
+
+    def loss(self, batch: Batch) -> LossOutput:
+        real = batch.inputs > 0
+        clean = self(batch.inputs)
+        noisy, w = self.noised(batch.inputs)
+        views = torch.cat([random_augment(batch.inputs), random_augment(batch.inputs)])
+        view_out, _ = self.noised(views)
+        view_real = views > 0
+        b = batch.inputs.shape[0]
+        flat = (view_out * view_real.unsqueeze(-1)).flatten(1)
+        pooled = mean_pool(view_out, view_real)
+        clean_pooled = mean_pool(clean, real)
+        _, intent = self.centres.nearest(clean_pooled.detach())
+        sq = (noisy - clean.detach()).pow(2).mean(-1)  # (B, L)
+        losses = {
+            "rec": self.rec_loss(clean, batch.targets, self.item_table, batch.inputs),
+            "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, batch.inputs),
+            "consistency": (sq * real).sum() / real.sum().clamp(min=1),
+            "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
+            "instance": info_nce(flat[:b], flat[b:], self.temperature),
+            "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
+            "intent": (info_nce(pooled[:b], intent, self.temperature)
+                       + info_nce(pooled[b:], intent, self.temperature)) / 2,
+        }
+        return weigh(losses, self.loss_weights)
+
+    @torch.no_grad()
+    def before_training(self, train_inputs: Tensor, seed: int) -> None:
+        """k-means initialisation of the centres (the release leaves them uninitialised)."""
+        was_training = self.training
+        self.eval()
+        reps = [mean_pool(self(c), c > 0) for c in train_inputs.split(1024)]
+        self.centres.initialise(torch.cat(reps).float(), seed=seed)
+        self.train(was_training)
+
+
+class ReleaseEnsemble(nn.Module):
+    """The release's test-time model: the average of its members' full score vectors."""
+
+    def __init__(self, members: list[ReleaseMember]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def score(self, input_ids: Tensor) -> Tensor:
+        return torch.stack([m.score(input_ids) for m in self.members]).mean(0)
