@@ -331,3 +331,26 @@ def test_data_import_writes_a_readable_sequence_file(cli: Cli, tmp_path: Path):
 def test_presets(cli: Cli):
     names = _ok(cli.run("presets")).split()
     assert "default" in names and "sasrec-beauty" in names
+
+
+def test_recommend_top_k_for_a_history_file(cli: Cli, trained, tmp_path: Path):
+    _, run_dir = trained
+    histories = tmp_path / "histories.txt"
+    histories.write_text("7 1 2 3\n9 4 5 6 7 8\n")
+    out = tmp_path / "top.tsv"
+    _ok(cli.run("recommend", run_dir, histories, "--k", "5", "--output", out))
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["7"] * 5 + ["9"] * 5
+    assert [int(r[1]) for r in rows[:5]] == [1, 2, 3, 4, 5]
+    for user, history in (("7", {1, 2, 3}), ("9", {4, 5, 6, 7, 8})):
+        items = [int(r[2]) for r in rows if r[0] == user]
+        assert len(set(items)) == 5 and not set(items) & history
+    scores = [float(r[3]) for r in rows[:5]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_refuses_unknown_items(cli: Cli, trained, tmp_path: Path):
+    _, run_dir = trained
+    histories = tmp_path / "histories.txt"
+    histories.write_text("1 1 2 100000\n")
+    _user_error(cli.run("recommend", run_dir, histories), "model knows items")

@@ -55,7 +55,7 @@ def train(
 ) -> None:
     """Train to early stopping on validation NDCG@20, then test the best checkpoint once."""
     from adarec.config import load_config
-    from adarec.train import fit, new_run_dir
+    from adarec.train import fit
 
     overrides = list(set_ or [])
     named = {
@@ -67,10 +67,10 @@ def train(
         named.update({"data.dataset": "file", "data.data_file": data_file})
     cfg = load_config(preset, config, overrides)
     cfg = _apply_named(cfg, named)
-    run_dir = new_run_dir(cfg, run_name)
+    run_dir, results = fit(cfg, run_name=run_name, progress=progress,
+                           command=shlex.join(sys.argv))
     typer.echo(f"run directory: {run_dir}")
-    results = fit(cfg, run_dir, progress=progress, command=shlex.join(sys.argv))
-    typer.echo(f"best epoch {results['best_epoch']} of {results['epochs_run']}; "
+    typer.echo(f"best epoch {results['best_epoch']} ({results['epochs_run']} epochs run); "
                f"test ({results['test']['all']['users']} users, history_mask="
                f"{cfg.train.history_mask}):")
     typer.echo(_metrics_table({"model": results["test"]["all"],
@@ -139,6 +139,40 @@ def evaluate_cmd(
     typer.echo(f"{path}: {split} split, {result['all']['users']} users, history_mask={mask}"
                + (f", shorten_seq_to={k}" if k else ""))
     typer.echo(_metrics_table({b: m for b, m in result.items()}))
+
+
+@app.command()
+def recommend(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.")],
+    histories: Annotated[Path, typer.Argument(help="Sequence file: user item item ...")],
+    k: Annotated[int, Opt(help="How many items per user.")] = 10,
+    output: Annotated[Path | None, Opt(help="Write TSV here instead of stdout.")] = None,
+    include_history: Annotated[bool, Opt(help="Allow items the user already had.")] = False,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Top-k next items for each user of a sequence file (TSV: user, rank, item, score)."""
+    from adarec.checkpoint import load_checkpoint, model_from_checkpoint
+    from adarec.data.reader import read_sequences
+    from adarec.recommend import recommend as top_k
+    from adarec.train import resolve_device
+
+    path = run / "best.pt" if run.is_dir() else run
+    model, _, info = model_from_checkpoint(load_checkpoint(path))
+    model.to(resolve_device(device))
+    seqs = read_sequences(histories)
+    items, scores = top_k(model, seqs, k=k, n_items=info.n_items, max_len=info.max_len,
+                          exclude_history=not include_history)
+    lines = ["user\trank\titem\tscore"]
+    for user, row, vals in zip(seqs.user_ids.tolist(), items.tolist(), scores.tolist(),
+                               strict=True):
+        lines += [f"{user}\t{r}\t{i}\t{v:.6g}" for r, (i, v) in enumerate(zip(row, vals,
+                  strict=True), start=1) if v != float("-inf")]
+    text = "\n".join(lines) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}: {len(seqs)} users x top {k}")
 
 
 @app.command()

@@ -48,8 +48,9 @@ class DataConfig:
 class ModelConfig:
     """The model and its sizes.
 
-    name: ``sasrec``, ``elcrec`` (SASRec + the [intents] part) or ``adarec`` (the paper's
-        model, configured by [adarec]; its coarse expert carries the [intents] part).
+    name: ``sasrec``, ``elcrec`` (SASRec + the [intents] part), ``adarec`` (the paper's
+        model, configured by [adarec]; its coarse expert carries the [intents] part) or
+        ``release`` (the original release's two-model ensemble, configured by [release]).
     hidden_size: embedding and transformer width D.
     num_layers: transformer blocks.
     num_heads: attention heads (must divide hidden_size).
@@ -134,6 +135,44 @@ class ADARecConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """The original release's two-model ensemble (used by ``release``; DESIGN.md section 5).
+
+    depths: each member's candidate depths, members separated by ``;`` (``"4,5;9,10"``);
+        depth d uses step d - 1 of the schedule (0-based), as the release does.
+    diffusion_steps / beta_start / beta_end: the linear schedule (50 steps, 1e-4 .. 0.02).
+    noised_weight: weight of the noised branch's BCE.
+    consistency_weight: weight of the masked MSE(noised output, detached clean output).
+    entropy_weight: weight of the negative entropy of the controller's mix.
+    The ELCRec-style losses take their weights from [intents] (trade_off, instance_weight,
+    intent_weight).
+    """
+
+    depths: str = "4,5;9,10"
+    diffusion_steps: int = 50
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    noised_weight: float = 0.5
+    consistency_weight: float = 1e-4
+    entropy_weight: float = 1e-4
+
+    def member_depths(self) -> list[tuple[int, ...]]:
+        """``depths`` parsed: one tuple of candidate depths per member."""
+        try:
+            members = [tuple(int(d) for d in part.split(",")) for part in self.depths.split(";")]
+        except ValueError:
+            raise AdarecError(
+                f"release.depths must look like '4,5;9,10', got {self.depths!r}"
+            ) from None
+        for depths in members:
+            if not depths or not all(1 <= d <= self.diffusion_steps for d in depths):
+                raise AdarecError(
+                    f"release.depths: every depth must be in 1..{self.diffusion_steps}"
+                )
+        return members
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, early stopping and evaluation.
 
@@ -167,6 +206,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     intents: IntentsConfig = field(default_factory=IntentsConfig)
     adarec: ADARecConfig = field(default_factory=ADARecConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs"
     preset: str = "default"
@@ -180,7 +220,7 @@ class RunConfig:
 
 _CHOICES = {
     ("data", "dataset"): None,  # checked when the data is loaded
-    ("model", "name"): ("sasrec", "elcrec", "adarec"),
+    ("model", "name"): ("sasrec", "elcrec", "adarec", "release"),
     ("adarec", "controller"): ("adaptive", "fixed"),
     ("adarec", "experts"): (1, 2),
     ("adarec", "router"): ("content", "constant"),
@@ -204,6 +244,8 @@ _NON_NEGATIVE = {
     ("data", "synthetic_seed"), ("train", "weight_decay"), ("train", "seed"),
     ("intents", "trade_off"), ("intents", "instance_weight"), ("intents", "intent_weight"),
     ("adarec", "deno_weight"), ("adarec", "cont_weight"), ("adarec", "expl_weight"),
+    ("release", "noised_weight"), ("release", "consistency_weight"),
+    ("release", "entropy_weight"),
 }
 
 
@@ -289,7 +331,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a `RunConfig` from a nested mapping (e.g. a saved config.yaml)."""
     sections = {
         "data": DataConfig, "model": ModelConfig, "intents": IntentsConfig,
-        "adarec": ADARecConfig, "train": TrainConfig,
+        "adarec": ADARecConfig, "release": ReleaseConfig, "train": TrainConfig,
     }
     unknown = set(data) - set(sections) - {"output_dir", "preset"}
     if unknown:
@@ -339,10 +381,11 @@ def validate(config: RunConfig) -> None:
     a = config.adarec
     if not 0 <= a.max_depth <= a.diffusion_steps:
         raise AdarecError("adarec.max_depth must be in 0..adarec.diffusion_steps")
-    if not 0 <= a.fixed_depth <= a.max_depth:
+    if a.controller == "fixed" and not 0 <= a.fixed_depth <= a.max_depth:
         raise AdarecError("adarec.fixed_depth must be in 0..adarec.max_depth")
     if not 0.0 < a.beta_start <= a.beta_end < 1.0:
         raise AdarecError("adarec needs 0 < beta_start <= beta_end < 1")
+    config.release.member_depths()
     if config.data.dataset == "file" and not config.data.data_file:
         raise AdarecError("data.dataset is 'file' but no data.data_file was given")
 

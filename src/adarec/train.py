@@ -117,81 +117,123 @@ def new_run_dir(config: RunConfig, name: str | None = None) -> Path:
     return path
 
 
+@dataclass
+class Stopped:
+    """How one model's early-stopped training went."""
+
+    best_epoch: int
+    logs: list[EpochLog]
+
+
+def train_to_early_stop(
+    model: nn.Module, *, whole: nn.Module, config: RunConfig, info: DataInfo, splits: Splits,
+    run_dir: Path, writer: Any, log_file: Any, progress: bool, tag: str = "",
+) -> Stopped:
+    """Epoch loop: train, validate, keep the best checkpoint (of ``whole``), stop on patience.
+
+    ``model`` is what trains and is validated; ``whole`` is what is saved (the same module,
+    or the ensemble that ``model`` is a member of). On return ``whole`` holds the best state.
+    """
+    t = config.train
+    device = next(model.parameters()).device
+    train, valid = splits.train.to(device), splits.valid.to(device)
+    model.before_training(train.inputs, t.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(t.seed)
+    best, best_epoch, logs = float("-inf"), 0, []
+    bar = tqdm(range(1, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
+                             generator=generator, progress=progress)
+        t1 = time.perf_counter()
+        model.eval()
+        metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
+                           batch_size=t.eval_batch_size)
+        log = EpochLog(epoch, losses, metrics, t1 - t0, time.perf_counter() - t1)
+        logs.append(log)
+        log_file.write(json.dumps({**asdict(log), **({"member": tag} if tag else {})}) + "\n")
+        log_file.flush()
+        for name, value in losses.items():
+            writer.add_scalar(f"loss{tag}/{name}", value, epoch)
+        for name, value in metrics["all"].items():
+            writer.add_scalar(f"valid{tag}/{name}", value, epoch)
+        score = metrics["all"][SELECT_METRIC]
+        if score > best:
+            best, best_epoch = score, epoch
+            save_checkpoint(run_dir / "best.pt", model=whole, config=config, info=info,
+                            epoch=epoch, metrics=metrics)
+        bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
+                        best=f"{best:.4f}@{best_epoch}")
+        if epoch - best_epoch >= t.patience:
+            break
+    whole.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
+    return Stopped(best_epoch, logs)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def fit(
-    config: RunConfig, run_dir: Path, *, progress: bool = True, command: str | None = None
-) -> dict[str, Any]:
-    """Train ``config`` to early stopping, test the best checkpoint, write ``results.json``."""
+    config: RunConfig, *, run_name: str | None = None, progress: bool = True,
+    command: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train ``config`` to early stopping, test the best checkpoint once, write the run.
+
+    The run directory is created only once the data has loaded. A model with ``members``
+    (the release's ensemble) trains each member on its own, with its own optimiser and early
+    stopping, and is tested as a whole. Returns the run directory and the results.
+    """
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
     splits, info = prepare_data(config)
-    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
-    train, valid = splits.train.to(device), splits.valid.to(device)
+    run_dir = new_run_dir(config, run_name)
     save_config(config, run_dir / "config.yaml")
-    model.before_training(train.inputs, config.train.seed)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-    )
-    generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    t = config.train
-
-    def validate(split) -> dict[str, dict[str, float]]:
-        model.eval()
-        return evaluate(model.score, split, info.n_items, history_mask=t.history_mask,
-                        batch_size=t.eval_batch_size)
-
-    best, best_epoch, logs = float("-inf"), 0, []
+    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
+    members = list(getattr(model, "members", [model]))
     writer = SummaryWriter(str(run_dir / "tb"))
-    bar = tqdm(range(1, t.max_epochs + 1), desc="epochs", disable=not progress)
     with open(run_dir / "metrics.jsonl", "w") as log_file:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
-                                 generator=generator, progress=progress)
-            t1 = time.perf_counter()
-            metrics = validate(valid)
-            log = EpochLog(epoch, losses, metrics, t1 - t0, time.perf_counter() - t1)
-            logs.append(log)
-            log_file.write(json.dumps(asdict(log)) + "\n")
-            log_file.flush()
-            for name, value in losses.items():
-                writer.add_scalar(f"loss/{name}", value, epoch)
-            for name, value in metrics["all"].items():
-                writer.add_scalar(f"valid/{name}", value, epoch)
-            score = metrics["all"][SELECT_METRIC]
-            if score > best:
-                best, best_epoch = score, epoch
-                save_checkpoint(run_dir / "best.pt", model=model, config=config, info=info,
-                                epoch=epoch, metrics=metrics)
-            bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
-                            best=f"{best:.4f}@{best_epoch}")
-            if epoch - best_epoch >= t.patience:
-                break
+        stops = [
+            train_to_early_stop(
+                member, whole=model, config=config, info=info, splits=splits, run_dir=run_dir,
+                writer=writer, log_file=log_file, progress=progress,
+                tag=f"/member{i}" if len(members) > 1 else "",
+            )
+            for i, member in enumerate(members)
+        ]
     writer.close()
 
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
+    t = config.train
     test_split = splits.test.to(device)
-    test = validate(test_split)
+    model.eval()
+    test = evaluate(model.score, test_split, info.n_items, history_mask=t.history_mask,
+                    batch_size=t.eval_batch_size)
     popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
     popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
                           batch_size=t.eval_batch_size)
+    logs = [log for stop in stops for log in stop.logs]
+    best_epochs = [s.best_epoch for s in stops]
+    best_valid = [s.logs[s.best_epoch - 1].valid for s in stops]
+    single = len(stops) == 1
     results = {
         "config": config.to_dict(),
         "data": asdict(info),
-        "best_epoch": best_epoch,
+        "best_epoch": best_epochs[0] if single else best_epochs,
         "epochs_run": len(logs),
-        "valid": logs[best_epoch - 1].valid,
+        "valid": best_valid[0] if single else best_valid,
         "test": test,
         "popularity_test": popularity,
         "train_seconds_per_epoch": [round(x.train_seconds, 4) for x in logs],
         "valid_seconds_per_epoch": [round(x.valid_seconds, 4) for x in logs],
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"cpu ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} threads)",
+        "device": _device_name(device),
         "commit": _commit(),
         "command": command,
         "versions": {"torch": str(torch.__version__)},
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    return results
+    return run_dir, results

@@ -210,3 +210,10 @@ def trim_left(inputs: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tenso
 def left_pad(inputs: torch.Tensor, length: int) -> torch.Tensor:
     """Left-pad (U, L) inputs with zeros to (U, length); ``length >= L``."""
     return torch.nn.functional.pad(inputs, (length - inputs.shape[1], 0))
+
+
+def latest_inputs(seqs: Sequences, max_len: int) -> torch.Tensor:
+    """(U, max_len) every user's last ``max_len`` items, left-padded: the input for
+    recommending what comes after the whole sequence (serving, not evaluation)."""
+    users = np.arange(len(seqs))
+    return torch.from_numpy(_window(seqs, users, seqs.offsets[1:], max_len, max_len))

@@ -6,12 +6,19 @@ from torch import nn
 
 from adarec.config import ADARecConfig, IntentsConfig, ModelConfig, RunConfig
 from adarec.model.adarec import ADARec
-from adarec.model.diffusion import Denoiser, DepthController, FixedDepth, HierarchicalDiffusion
+from adarec.model.diffusion import (
+    Denoiser,
+    DepthController,
+    FixedDepth,
+    HierarchicalDiffusion,
+    linear_alpha_bars,
+)
 from adarec.model.elcrec import IntentLearning
 from adarec.model.encoder import SequenceEmbedding, Transformer, init_weights
 from adarec.model.experts import ConstantRouter, ContentRouter, Gate
 from adarec.model.intents import IntentCentres
 from adarec.model.losses import rec_loss
+from adarec.model.release import ReleaseController, ReleaseEnsemble, ReleaseMember
 from adarec.model.sasrec import SASRec
 
 
@@ -61,6 +68,30 @@ def _adarec(config: RunConfig, embedding: SequenceEmbedding, n_items: int, max_l
     )
 
 
+def _release(config: RunConfig, n_items: int, max_len: int) -> ReleaseEnsemble:
+    m, r, i = config.model, config.release, config.intents
+    schedule = linear_alpha_bars(r.diffusion_steps, r.beta_start, r.beta_end)
+    weights = {"rec": 1.0, "rec_noised": r.noised_weight, "consistency": r.consistency_weight,
+               "expl": r.entropy_weight, "instance": i.instance_weight, "cluster": i.trade_off,
+               "intent": i.intent_weight}
+    members = [
+        ReleaseMember(
+            # The release's item table has a spare row after the last item (item_size = n + 2).
+            embedding=SequenceEmbedding(n_rows=n_items + 2, max_len=max_len, dim=m.hidden_size,
+                                        dropout=m.hidden_dropout),
+            transformer=_transformer(m),
+            controller=ReleaseController(dim=m.hidden_size, max_len=max_len,
+                                         n_choices=len(depths)),
+            centres=IntentCentres(i.n_intents, m.hidden_size),
+            alpha_bars=schedule[[d - 1 for d in depths]],
+            rec_loss=rec_loss(m.rec_loss, n_items), loss_weights=weights,
+            temperature=i.temperature,
+        )
+        for depths in r.member_depths()
+    ]
+    return ReleaseEnsemble(members)
+
+
 def build_model(config: RunConfig, *, n_items: int, max_len: int) -> nn.Module:
     """Build the model named by ``config.model.name`` for ``n_items`` items, inputs of
     ``max_len``: ``sasrec`` is SASRec alone; ``elcrec`` is SASRec with ELCRec's intent
@@ -72,6 +103,8 @@ def build_model(config: RunConfig, *, n_items: int, max_len: int) -> nn.Module:
     )
     if cfg.name == "adarec":
         model = _adarec(config, embedding, n_items, max_len)
+    elif cfg.name == "release":
+        model = _release(config, n_items, max_len)
     else:
         aux, weights = {}, {}
         if cfg.name == "elcrec":

@@ -90,10 +90,10 @@ class ReleaseMember(nn.Module):
     def noised(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder output of the controller-mixed noised input, and the mixing weights."""
         e0 = self.embedding(input_ids)  # (B, L, D)
-        w = self.controller(e0, input_ids)  # (B, 2)
-        ab = self.alpha_bars[:, None, None, None]  # (2, 1, 1, 1)
-        eps = torch.randn(2, *e0.shape, device=e0.device, dtype=e0.dtype)
-        noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps  # (2, B, L, D)
+        w = self.controller(e0, input_ids)  # (B, n_depths)
+        ab = self.alpha_bars[:, None, None, None]  # (n_depths, 1, 1, 1)
+        eps = torch.randn(len(ab), *e0.shape, device=e0.device, dtype=e0.dtype)
+        noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps  # (n_depths, B, L, D)
         mixed = (w.T[:, :, None, None] * noisy).sum(0)
         return self.transformer(mixed, attention_mask(input_ids)), w
 

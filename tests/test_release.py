@@ -1,0 +1,68 @@
+"""The original release's model: mixing weights, detached clustering, ensemble averaging."""
+
+from __future__ import annotations
+
+import torch
+
+from adarec.config import load_config
+from adarec.model.build import build_model
+from adarec.model.diffusion import linear_alpha_bars
+from adarec.model.sasrec import Batch
+
+
+def _ensemble():
+    cfg = load_config("release-beauty", overrides=[
+        "model.hidden_size=16", "intents.n_intents=4", "model.attn_dropout=0",
+        "model.hidden_dropout=0",
+    ])
+    return build_model(cfg, n_items=30, max_len=10)
+
+
+def _batch(rows: int = 8):
+    torch.manual_seed(0)
+    x = torch.randint(1, 31, (rows, 10))
+    x[:, :4] = 0
+    return x, torch.where(x > 0, torch.randint(1, 31, x.shape), 0)
+
+
+def test_two_members_with_their_own_depths_and_a_spare_item_row():
+    model = _ensemble()
+    assert len(model.members) == 2
+    abar = linear_alpha_bars(50, 1e-4, 0.02)
+    assert torch.equal(model.members[0].alpha_bars, abar[[3, 4]])  # depths 4, 5: steps 3, 4
+    assert torch.equal(model.members[1].alpha_bars, abar[[8, 9]])
+    assert model.members[0].item_table.shape[0] == 32  # n_items + 2
+    assert model.members[0].item_table.data_ptr() != model.members[1].item_table.data_ptr()
+
+
+def test_controller_mixes_with_softmax_weights_from_the_detached_input():
+    member = _ensemble().members[0]
+    x, _ = _batch()
+    e0 = member.embedding(x)
+    w = member.controller(e0, x)
+    assert w.shape == (8, 2) and torch.allclose(w.sum(-1), torch.ones(8))
+    w.sum().backward()
+    assert member.embedding.items.weight.grad is None  # the controller reads E0 detached
+
+
+def test_clustering_loss_reaches_only_the_centres():
+    member = _ensemble().members[0]
+    x, y = _batch()
+    member.before_training(x, seed=0)
+    member.loss_weights = {name: 0.0 for name in member.loss_weights} | {"cluster": 1.0}
+    out = member.loss(Batch(x, y))
+    assert set(out.parts) == {"rec", "rec_noised", "consistency", "expl", "instance",
+                              "cluster", "intent"}
+    out.total.backward()
+    assert member.centres.centres.grad.abs().sum() > 0
+    others = [p.grad for p in member.parameters() if p is not member.centres.centres]
+    assert all(g is None or g.abs().sum() == 0 for g in others)
+
+
+def test_ensemble_scores_are_the_mean_of_the_members():
+    model = _ensemble().eval()
+    x, _ = _batch()
+    scores = model.score(x)
+    assert scores.shape == (8, 32)
+    expected = (model.members[0].score(x) + model.members[1].score(x)) / 2
+    assert torch.allclose(scores, expected)
