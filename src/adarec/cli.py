@@ -106,25 +106,19 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a trained model on the validation or test split (full ranking)."""
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
-    from adarec.data.load import load_sequences
     from adarec.data.splits import build_splits, left_pad
     from adarec.evaluate import evaluate
-    from adarec.train import resolve_device
+    from adarec.train import configured_sequences, resolve_device
 
     if split not in ("valid", "test"):
         raise AdarecError(f"--split must be valid or test, got {split!r}")
     path = run / "best.pt" if run.is_dir() else run
     model, cfg, info = model_from_checkpoint(load_checkpoint(path))
-    d = cfg.data
-    seqs = load_sequences(
-        d.dataset, data_file=d.data_file, data_dir=str(data_dir) if data_dir else d.data_dir,
-        synthetic_users=d.synthetic_users, synthetic_items=d.synthetic_items,
-        synthetic_seed=d.synthetic_seed,
-    )
+    seqs = configured_sequences(cfg.data, str(data_dir) if data_dir else None)
     if seqs.n_items > info.n_items:
         raise AdarecError(f"{seqs.source} has {seqs.n_items} items but the model knows "
                           f"{info.n_items}: not the data it was trained on")
-    k = shorten_seq_to if shorten_seq_to is not None else d.shorten_seq_to
+    k = shorten_seq_to if shorten_seq_to is not None else cfg.data.shorten_seq_to
     splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
     ev = getattr(splits, split)
     if ev.inputs.shape[1] > info.max_len:

@@ -20,8 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint, save_checkpoint
-from adarec.config import RunConfig, save_config
+from adarec.config import DataConfig, RunConfig, save_config
 from adarec.data.load import DataInfo, load_sequences, make_splits
+from adarec.data.sequences import Sequences
 from adarec.data.splits import Splits, TrainSplit, trim_left
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate, item_counts, popularity_score_fn
@@ -45,14 +46,19 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def prepare_data(config: RunConfig) -> tuple[Splits, DataInfo]:
-    """Load the configured interactions and cut the leave-one-out splits."""
-    d = config.data
-    seqs = load_sequences(
-        d.dataset, data_file=d.data_file, data_dir=d.data_dir,
+def configured_sequences(d: DataConfig, data_dir: str | None = None) -> Sequences:
+    """The interactions ``d`` names (``data_dir`` overrides ``d.data_dir`` when given)."""
+    return load_sequences(
+        d.dataset, data_file=d.data_file, data_dir=data_dir or d.data_dir,
         synthetic_users=d.synthetic_users, synthetic_items=d.synthetic_items,
         synthetic_seed=d.synthetic_seed,
     )
+
+
+def prepare_data(config: RunConfig) -> tuple[Splits, DataInfo]:
+    """Load the configured interactions and cut the leave-one-out splits."""
+    d = config.data
+    seqs = configured_sequences(d)
     return make_splits(seqs, max_len=d.max_len, shorten_seq_to=d.shorten_seq_to)
 
 
