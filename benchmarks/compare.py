@@ -8,9 +8,10 @@ Usage (a script, not a test), e.g. the synthetic comparison of issue 4:
         --run adarec=default,model.name=adarec,intents.n_intents=32,adarec.max_depth=4
 
 Each ``--run NAME=PRESET[,key=value...]`` is trained to early stopping once per seed with
-`adarec.train.fit`; ``OUT/NAME-seed<k>.json`` keeps its results. The table gives test HR@5,
-NDCG@5, HR@20 and NDCG@20 (mean and standard deviation over seeds) for all users and for
-each history-length bucket.
+`adarec.train.fit`; ``OUT/NAME-seed<k>.json`` keeps its results, and a run whose file
+already exists is read back instead of trained again (an interrupted comparison resumes).
+The table gives test HR@5, NDCG@5, HR@20 and NDCG@20 (mean and standard deviation over
+seeds) for all users and for each history-length bucket.
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ def main() -> None:
         name, _, rest = spec.partition("=")
         preset, *overrides = rest.split(",")
         for seed in args.seeds:
-            cfg = load_config(preset, overrides=[*overrides, f"train.seed={seed}",
-                                                 f"output_dir={args.out / 'runs'}"])
-            _, results = fit(cfg, run_name=f"{name}-seed{seed}", progress=False)
-            (args.out / f"{name}-seed{seed}.json").write_text(json.dumps(results, indent=2))
+            done = args.out / f"{name}-seed{seed}.json"
+            if done.is_file():  # resume: a finished run is read back, not trained again
+                results = json.loads(done.read_text())
+            else:
+                cfg = load_config(preset, overrides=[*overrides, f"train.seed={seed}",
+                                                     f"output_dir={args.out / 'runs'}"])
+                _, results = fit(cfg, run_name=f"{name}-seed{seed}", progress=False)
+                done.write_text(json.dumps(results, indent=2))
             for group in args.groups:
                 table.setdefault(group, {}).setdefault(name, []).append(results["test"][group])
             print(f"{name} seed {seed}: best epoch {results['best_epoch']}, test NDCG@20 "
