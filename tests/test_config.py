@@ -202,3 +202,21 @@ def test_override_accepts_exponent_notation_for_floats():
 def test_negative_values_that_fail_later_are_rejected_up_front(override: str):
     with pytest.raises(AdarecError, match=override.split("=")[0].replace(".", r"\.")):
         load_config(overrides=[override])
+
+
+def test_every_config_key_is_documented():
+    """docs/configuration.md lists every key of every section (docs stay in step)."""
+    import dataclasses
+    from pathlib import Path
+
+    from adarec.config import RunConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for section in dataclasses.fields(RunConfig):
+        if dataclasses.is_dataclass(section.default_factory if section.default_factory
+                                    is not dataclasses.MISSING else None):
+            assert f"## `{section.name}`" in doc, section.name
+            for key in dataclasses.fields(section.default_factory):
+                assert f"| `{key.name}` |" in doc, f"{section.name}.{key.name}"
+        else:
+            assert f"| `{section.name}` |" in doc, section.name
