@@ -29,7 +29,16 @@ from adarec.data.splits import TrainSplit
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate
 from adarec.model.build import build_model
-from adarec.train import prepare_data, resolve_device, seed_everything, train_epoch
+from adarec.train import (
+    autocast_dtype,
+    loss_function,
+    make_optimizer,
+    prepare_data,
+    resolve_device,
+    seed_everything,
+    set_matmul_precision,
+    train_epoch,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,6 +94,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     seed_everything(t.seed)
     device = resolve_device(t.device)
+    set_matmul_precision(t.precision)
+    autocast = autocast_dtype(t.precision, device)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
     # The release's ensemble trains its members one after the other: an "epoch" of it is one
@@ -102,21 +113,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         member.before_training(train.inputs, t.seed)  # ELCRec: k-means on the centres
     _sync(device)
     prep_s = time.perf_counter() - t_prep
-    optimizers = [torch.optim.Adam(m.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-                  for m in members]
+    optimizers = [make_optimizer(m, t, device) for m in members]
+    loss_fns = [loss_function(m, compile=t.compile) for m in members]
     generator = torch.Generator(device=device).manual_seed(t.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    ndcg: list[float] = []
     train_s: list[float] = []
     valid_s: list[float] = []
     total_start = time.perf_counter()
     for epoch in range(args.warmup + args.epochs):
         _sync(device)
         t0 = time.perf_counter()
-        for member, optimizer in zip(members, optimizers, strict=True):
+        for member, optimizer, loss_fn in zip(members, optimizers, loss_fns, strict=True):
             losses = train_epoch(member, optimizer, train, batch_size=t.batch_size,
-                                 generator=generator)
+                                 generator=generator, autocast=autocast, loss_fn=loss_fn)
         _sync(device)
         t1 = time.perf_counter()
         for member in members:
@@ -126,6 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _sync(device)
         t2 = time.perf_counter()
         timed = epoch >= args.warmup
+        ndcg.append(metrics["all"]["NDCG@20"])
         if timed:
             train_s.append(t1 - t0)
             valid_s.append(t2 - t1)
@@ -139,6 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "preset": config.preset,
         "dataset": config.data.dataset,
         "device": _device_name(device),
+        "precision": str(autocast or torch.float32).removeprefix("torch."),
+        "compile": t.compile,
         "users": info.n_users,
         "items": info.n_items,
         "train_rows": len(train),
@@ -156,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timed_epochs": args.epochs,
         "train_s_all": train_s,
         "valid_s_all": valid_s,
+        "valid_ndcg20_all": ndcg,
         "torch": str(torch.__version__),
     }
 
@@ -165,6 +181,7 @@ def table(r: dict[str, Any]) -> str:
         ("preset", r["preset"]),
         ("dataset", r["dataset"]),
         ("device", r["device"]),
+        ("training precision / compiled", f"{r['precision']} / {r['compile']}"),
         ("users", f"{r['users']:,}"),
         ("items", f"{r['items']:,}"),
         (f"train s/epoch (median of {r['timed_epochs']}, {r['train_rows']:,} rows)",

@@ -185,6 +185,13 @@ class TrainConfig:
     eval_batch_size: users per full-ranking batch.
     history_mask: ``inf`` (history and padding never ranked, default) or ``zero`` (the
         original release: history scores set to 0, padding and spare rows ranked).
+    precision: ``auto`` (bf16 autocast for training on a GPU, fp32 on the CPU), ``bf16`` or
+        ``fp32``. Evaluation always scores in fp32 (TF32 matrix units on a GPU unless
+        ``fp32``), so rankings do not tie on rounding.
+    compile: wrap the training step in ``torch.compile``; falls back to eager with a warning
+        if compilation fails.
+    max_minutes: wall-clock limit on training (each ensemble member gets an equal share);
+        the best checkpoint so far is tested and the run records ``stop_reason: time_limit``.
     """
 
     batch_size: int = 256
@@ -196,6 +203,9 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 512
     history_mask: str = "inf"
+    precision: str = "auto"
+    compile: bool = False
+    max_minutes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,7 @@ _CHOICES = {
     ("model", "rec_loss"): ("ce", "bce"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "history_mask"): ("inf", "zero"),
+    ("train", "precision"): ("auto", "bf16", "fp32"),
 }
 _POSITIVE = {
     ("data", "max_len"), ("data", "synthetic_users"), ("data", "synthetic_items"),
@@ -367,6 +378,8 @@ def validate(config: RunConfig) -> None:
             raise AdarecError(f"{section}.{key} must be >= 0")
     if config.data.shorten_seq_to is not None and config.data.shorten_seq_to < 1:
         raise AdarecError(f"data.shorten_seq_to must be >= 1; got {config.data.shorten_seq_to}")
+    if config.train.max_minutes is not None and config.train.max_minutes <= 0:
+        raise AdarecError(f"train.max_minutes must be positive; got {config.train.max_minutes}")
     for key in ("attn_dropout", "hidden_dropout"):
         if not 0.0 <= getattr(config.model, key) < 1.0:
             raise AdarecError(f"model.{key} must be in [0, 1)")

@@ -10,8 +10,11 @@ import json
 import platform
 import subprocess
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -20,13 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint, save_checkpoint
-from adarec.config import DataConfig, RunConfig, save_config
+from adarec.config import DataConfig, RunConfig, TrainConfig, save_config
 from adarec.data.load import DataInfo, load_sequences, make_splits
 from adarec.data.sequences import Sequences
 from adarec.data.splits import Splits, TrainSplit, trim_left
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate, item_counts, popularity_score_fn
 from adarec.model.build import build_model
+from adarec.model.losses import LossOutput
 from adarec.model.sasrec import Batch
 
 SELECT_METRIC = "NDCG@20"
@@ -62,18 +66,64 @@ def prepare_data(config: RunConfig) -> tuple[Splits, DataInfo]:
     return make_splits(seqs, max_len=d.max_len, shorten_seq_to=d.shorten_seq_to)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training steps: bf16 on a GPU under ``auto``, else none."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def set_matmul_precision(precision: str) -> None:
+    """fp32 matrix products: TF32 units on a GPU unless ``precision`` is ``fp32``."""
+    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
+
+
+def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with the configured lr and weight decay (the fused kernel on a GPU)."""
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                            fused=device.type == "cuda")
+
+
+LossFn = Callable[[Batch], LossOutput]
+
+
+def loss_function(model: nn.Module, *, compile: bool = False) -> LossFn:
+    """``model.loss``, or a compiled version of it that falls back to eager on failure."""
+    if not compile:
+        return model.loss
+    compiled = torch.compile(model.loss)
+    state = {"fn": compiled}
+
+    def call(batch: Batch) -> LossOutput:
+        if state["fn"] is compiled:
+            try:
+                return compiled(batch)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
+                              "training continues in eager mode", stacklevel=2)
+                state["fn"] = model.loss
+        return state["fn"](batch)
+
+    return call
+
+
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, train: TrainSplit, *,
     batch_size: int, generator: torch.Generator, progress: bool = False,
+    autocast: torch.dtype | None = None, loss_fn: LossFn | None = None,
 ) -> dict[str, float]:
     """One pass over the training rows in random order; returns the mean of each loss part.
 
     On the CPU each batch drops its all-padding columns first (positions count from the
-    right, so nothing changes but the cost); on a GPU that would cost a sync per step.
+    right, so nothing changes but the cost); on a GPU that would cost a sync per step, so
+    the loop there never waits for the device: losses are summed on it and read once.
+    ``autocast`` runs the forward pass and losses in that dtype (bf16 on a GPU by default);
+    ``loss_fn`` replaces ``model.loss`` (e.g. by a compiled version).
     """
     model.train()
     device = train.inputs.device
     trim = device.type == "cpu"
+    loss_fn = loss_fn or model.loss
     order = torch.randperm(len(train), generator=generator, device=device)
     starts = range(0, len(train), batch_size)
     sums: dict[str, torch.Tensor] = {}
@@ -82,12 +132,14 @@ def train_epoch(
         inputs, targets = train.inputs[rows], train.targets[rows]
         if trim:
             inputs, targets = trim_left(inputs, targets)
-        out = model.loss(Batch(inputs, targets))
+        with torch.autocast(device.type, dtype=autocast or torch.float32,
+                            enabled=autocast is not None):
+            out = loss_fn(Batch(inputs, targets))
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()
         for name, value in {"total": out.total.detach(), **out.parts, **out.stats}.items():
-            sums[name] = sums.get(name, 0) + value
+            sums[name] = sums.get(name, 0) + value.detach().float()
     return {name: float(value) / len(starts) for name, value in sums.items()}
 
 
@@ -125,38 +177,47 @@ def new_run_dir(config: RunConfig, name: str | None = None) -> Path:
 
 @dataclass
 class Stopped:
-    """How one model's early-stopped training went."""
+    """How one model's early-stopped training went: ``reason`` is ``patience``,
+    ``max_epochs`` or ``time_limit``."""
 
     best_epoch: int
     logs: list[EpochLog]
+    reason: str
 
 
 def train_to_early_stop(
     model: nn.Module, *, whole: nn.Module, config: RunConfig, info: DataInfo, splits: Splits,
     run_dir: Path, writer: Any, log_file: Any, progress: bool, tag: str = "",
+    deadline: float | None = None,
 ) -> Stopped:
     """Epoch loop: train, validate, keep the best checkpoint (of ``whole``), stop on patience.
 
     ``model`` is what trains and is validated; ``whole`` is what is saved (the same module,
-    or the ensemble that ``model`` is a member of). On return ``whole`` holds the best state.
+    or the ensemble that ``model`` is a member of). ``deadline`` (a `time.perf_counter`
+    value) stops the loop before an epoch that would likely end after it. On return
+    ``whole`` holds the best state.
     """
     t = config.train
     device = next(model.parameters()).device
     train, valid = splits.train.to(device), splits.valid.to(device)
     model.before_training(train.inputs, t.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = make_optimizer(model, t, device)
+    loss_fn = loss_function(model, compile=t.compile)
+    autocast = autocast_dtype(t.precision, device)
     generator = torch.Generator(device=device).manual_seed(t.seed)
-    best, best_epoch, logs = float("-inf"), 0, []
+    best, best_epoch, logs, reason = float("-inf"), 0, [], "max_epochs"
     bar = tqdm(range(1, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
         losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
-                             generator=generator, progress=progress)
+                             generator=generator, progress=progress, autocast=autocast,
+                             loss_fn=loss_fn)
         t1 = time.perf_counter()
         model.eval()
         metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
                            batch_size=t.eval_batch_size)
-        log = EpochLog(epoch, losses, metrics, t1 - t0, time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        log = EpochLog(epoch, losses, metrics, t1 - t0, t2 - t1)
         logs.append(log)
         log_file.write(json.dumps({**asdict(log), **({"member": tag} if tag else {})}) + "\n")
         log_file.flush()
@@ -172,9 +233,13 @@ def train_to_early_stop(
         bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
                         best=f"{best:.4f}@{best_epoch}")
         if epoch - best_epoch >= t.patience:
+            reason = "patience"
+            break
+        if deadline is not None and time.perf_counter() + (t2 - t0) > deadline:
+            reason = "time_limit" if epoch < t.max_epochs else reason
             break
     whole.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
-    return Stopped(best_epoch, logs)
+    return Stopped(best_epoch, logs, reason)
 
 
 def _device_name(device: torch.device) -> str:
@@ -197,18 +262,24 @@ def fit(
 
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
+    set_matmul_precision(config.train.precision)
     splits, info = prepare_data(config)
     run_dir = new_run_dir(config, run_name)
     save_config(config, run_dir / "config.yaml")
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
     members = list(getattr(model, "members", [model]))
     writer = SummaryWriter(str(run_dir / "tb"))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    minutes = config.train.max_minutes
+    share = None if minutes is None else 60.0 * minutes / len(members)
     with open(run_dir / "metrics.jsonl", "w") as log_file:
         stops = [
             train_to_early_stop(
                 member, whole=model, config=config, info=info, splits=splits, run_dir=run_dir,
                 writer=writer, log_file=log_file, progress=progress,
                 tag=f"/member{i}" if len(members) > 1 else "",
+                deadline=None if share is None else time.perf_counter() + share,
             )
             for i, member in enumerate(members)
         ]
@@ -226,16 +297,25 @@ def fit(
     best_epochs = [s.best_epoch for s in stops]
     best_valid = [s.logs[s.best_epoch - 1].valid for s in stops]
     single = len(stops) == 1
+
+    def per_model(values: list[Any]) -> Any:
+        return values[0] if single else values
+
     results = {
         "config": config.to_dict(),
         "data": asdict(info),
-        "best_epoch": best_epochs[0] if single else best_epochs,
+        "best_epoch": per_model(best_epochs),
         "epochs_run": len(logs),
-        "valid": best_valid[0] if single else best_valid,
+        "stop_reason": per_model([s.reason for s in stops]),
+        "valid": per_model(best_valid),
         "test": test,
         "popularity_test": popularity,
         "train_seconds_per_epoch": [round(x.train_seconds, 4) for x in logs],
         "valid_seconds_per_epoch": [round(x.valid_seconds, 4) for x in logs],
+        "median_train_seconds": round(median(x.train_seconds for x in logs), 4),
+        "median_valid_seconds": round(median(x.valid_seconds for x in logs), 4),
+        "peak_gpu_memory_mib": (round(torch.cuda.max_memory_allocated(device) / 2**20)
+                                if device.type == "cuda" else None),
         "device": _device_name(device),
         "commit": _commit(),
         "command": command,

@@ -48,6 +48,14 @@ def roll_rows(x: Tensor, shift: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
+def run_gru(gru: nn.GRU, x: Tensor) -> Tensor:
+    """``gru``'s outputs over ``x`` in fp32 even under autocast (a small share of the work,
+    and cuDNN's reduced-precision RNN kernels vary by card)."""
+    with torch.autocast(x.device.type, enabled=False):
+        out, _ = gru(x.float())
+    return out
+
+
 class DepthController(nn.Module):
     """The Adaptive Depth Controller: ``h_c = GRU([E0 ; v_len])``, logits over depths 0..T.
 
@@ -74,7 +82,7 @@ class DepthController(nn.Module):
         so_far = real.cumsum(1).float() / self.max_len  # (B, L)
         x = torch.cat([e0, self.length_embedding(so_far.unsqueeze(-1))], dim=-1)  # (B, L, 2D)
         length = input_ids.shape[1]
-        out, _ = self.gru(roll_rows(x, length - lengths))  # real items first
+        out = run_gru(self.gru, roll_rows(x, length - lengths))  # real items first
         logits = self.head(roll_rows(out, lengths))  # (B, L, T+1), back in place
         log_p = logits.log_softmax(-1)
         neg_entropy = (log_p.exp() * log_p).sum(-1)  # (B, L)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from adarec.model.augment import random_augment
-from adarec.model.diffusion import roll_rows
+from adarec.model.diffusion import roll_rows, run_gru
 from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
 from adarec.model.intents import IntentCentres, cluster_loss, info_nce, mean_pool
 from adarec.model.losses import LossOutput, weigh
@@ -48,7 +48,7 @@ class ReleaseController(nn.Module):
     def forward(self, e0: Tensor, input_ids: Tensor) -> Tensor:
         lengths = (input_ids > 0).sum(1)
         # The GRU's last hidden state after the last real item (padding trails after rolling).
-        out, _ = self.gru(roll_rows(e0.detach(), input_ids.shape[1] - lengths))
+        out = run_gru(self.gru, roll_rows(e0.detach(), input_ids.shape[1] - lengths))
         last = out[torch.arange(out.shape[0], device=out.device), (lengths - 1).clamp(min=0)]
         h = torch.cat([last, self.length_embedding(lengths)], dim=-1)
         return self.head(h).softmax(-1)
