@@ -95,6 +95,36 @@ def _apply_named(cfg, named: dict[str, object]):
     return config_from_dict(data)
 
 
+@app.command()
+def reproduce(
+    preset: Annotated[list[str], Opt("--preset", help="Preset to run (repeatable).")],
+    seeds: Annotated[list[int] | None, Opt("--seed", help="Seed (repeatable; default 1).")] = None,
+    tag: Annotated[str | None, Opt(help="Suffix of the run names, e.g. short5.")] = None,
+    shorten_seq_to: Annotated[int | None, Opt(help="Sparse protocol: keep last K.")] = None,
+    data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
+    max_minutes: Annotated[float | None, Opt(help="Time limit per run (training).")] = None,
+    results_dir: Annotated[Path, Opt(help="Results root: <dir>/<dataset>/.")] = Path("results"),
+    runs_dir: Annotated[Path, Opt(help="Where the run directories go.")] = Path("runs"),
+    set_: Annotated[list[str] | None, Opt("--set", help="Override: section.key=value.")] = None,
+    force: Annotated[bool, Opt(help="Run again even if the results file exists.")] = False,
+    progress: Annotated[bool, Opt(help="Show progress bars.")] = True,
+) -> None:
+    """Train presets to early stopping per seed; write results/<dataset>/ and a table beside
+    the paper's numbers."""
+    from adarec.reproduce import reproduce as run_all
+
+    overrides = list(set_ or [])
+    named = {"data.shorten_seq_to": shorten_seq_to, "data.data_dir": data_dir,
+             "train.device": device, "train.max_minutes": max_minutes}
+    overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
+    folders = run_all(preset, seeds or [1], overrides=overrides, tag=tag,
+                      results_root=results_dir, runs_dir=runs_dir, force=force,
+                      command=shlex.join(sys.argv), progress=progress, echo=typer.echo)
+    for folder in folders:
+        typer.echo(f"table: {folder / 'README.md'}")
+
+
 @app.command(name="evaluate")
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.")],
