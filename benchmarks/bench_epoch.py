@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-rows", type=int, default=None,
                    help="time epochs over a random subset of N training rows and also report "
                         "the full epoch projected linearly (for models too slow to time whole)")
+    p.add_argument("--eval-batch-sizes", type=int, nargs="*", default=[],
+                   help="after training, also time validation at these eval batch sizes "
+                        "(median of 3 passes each)")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.warmup < 0:
         p.error("--epochs must be >= 1 and --warmup >= 0")
@@ -146,6 +149,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"valid {t2 - t1:.2f} s, loss {losses['total']:.4f}, "
               f"valid NDCG@20 {metrics['all']['NDCG@20']:.4f}", file=sys.stderr)
     total = time.perf_counter() - total_start
+    valid_by_batch = {}
+    for size in args.eval_batch_sizes:
+        runs = []
+        for _ in range(3):
+            _sync(device)
+            t0 = time.perf_counter()
+            for member in members:
+                evaluate(member.score, valid, info.n_items, history_mask=t.history_mask,
+                         batch_size=size)
+            _sync(device)
+            runs.append(time.perf_counter() - t0)
+        valid_by_batch[size] = statistics.median(runs)
 
     train_med = statistics.median(train_s)
     return {
@@ -161,6 +176,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_s_per_epoch": train_med,
         "projected_full_train_s_per_epoch": train_med * full_rows / len(train),
         "valid_s": statistics.median(valid_s),
+        "eval_batch_size": t.eval_batch_size,
+        "valid_s_by_eval_batch_size": valid_by_batch,
         "before_training_s": prep_s,
         "total_s": total,
         "train_sequences_per_s": len(train) / train_med,
@@ -188,7 +205,9 @@ def table(r: dict[str, Any]) -> str:
          f"{r['train_s_per_epoch']:.2f}"),
         (f"projected train s/epoch ({r['full_train_rows']:,} rows)",
          f"{r['projected_full_train_s_per_epoch']:.2f}"),
-        ("valid s (median)", f"{r['valid_s']:.2f}"),
+        (f"valid s (median, eval batch {r['eval_batch_size']})", f"{r['valid_s']:.3f}"),
+        *((f"valid s (eval batch {b})", f"{v:.3f}")
+          for b, v in r["valid_s_by_eval_batch_size"].items()),
         ("before_training s (once)", f"{r['before_training_s']:.2f}"),
         (f"total s ({r['warmup_epochs']} warm-up + {r['timed_epochs']} epochs)",
          f"{r['total_s']:.1f}"),

@@ -166,3 +166,24 @@ def test_sampled_bce_with_fixed_negatives(monkeypatch):
     changed = hidden.clone()
     changed[0, 0] = 100.0
     torch.testing.assert_close(loss(changed, targets, items, inputs), got)
+
+
+def test_gathered_and_masked_padding_give_the_same_losses():
+    """The CPU path (gather real positions) and the GPU path (keep all, ignore padding)."""
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 6, 8, requires_grad=True)
+    items = torch.randn(12, 8)
+    targets = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 1, 2], [7, 8, 9, 10, 11, 1],
+                            [0, 0, 0, 0, 0, 4]])
+    inputs = torch.roll(targets, 1, dims=1)
+    for cls in (FullSoftmaxCE, SampledBCE):
+        values, grads = [], []
+        for gather in (True, False):
+            torch.manual_seed(1)  # the same negatives for both
+            loss = cls(10, gather_real=gather)(hidden, targets, items, inputs)
+            (grad,) = torch.autograd.grad(loss, hidden)
+            values.append(loss)
+            grads.append(grad)
+        torch.testing.assert_close(values[0], values[1])
+        torch.testing.assert_close(grads[0], grads[1])
+        assert grads[1][targets == 0].abs().sum() == 0  # padding positions get no gradient

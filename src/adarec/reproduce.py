@@ -11,6 +11,7 @@ so an interrupted reproduction resumes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,7 +58,7 @@ def reproduce(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # runs may write side by side
     tmp.write_text(text)
     tmp.replace(path)
 

@@ -35,28 +35,41 @@ def weigh(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> LossOut
     return LossOutput(total, {name: value.detach() for name, value in losses.items()})
 
 
-def _real_positions(hidden: torch.Tensor, targets: torch.Tensor):
-    real = targets > 0  # (B, L)
-    return hidden[real], targets[real], real  # (M, D), (M,)
+def _positions(hidden: torch.Tensor, targets: torch.Tensor, gather: bool | None):
+    """(B, L, D), (B, L) -> (M, D), (M,) rows to score, targets 0 where padding.
+
+    ``gather`` (default: on the CPU) keeps only the real positions, which saves work; on a
+    GPU every position is kept and padding targets are ignored by the loss instead, since a
+    boolean gather waits for the device at every step.
+    """
+    if gather is None:
+        gather = hidden.device.type == "cpu"
+    if gather:
+        real = targets > 0
+        return hidden[real], targets[real]
+    return hidden.flatten(0, -2), targets.flatten()
 
 
 class FullSoftmaxCE(nn.Module):
-    """Cross-entropy of ``h . item_table`` against the next item, over real items only."""
+    """Cross-entropy of ``h . item_table`` against the next item, over real items only.
 
-    def __init__(self, n_items: int) -> None:
+    ``gather_real`` chooses how padding positions are left out (see `_positions`)."""
+
+    def __init__(self, n_items: int, gather_real: bool | None = None) -> None:
         super().__init__()
         self.n_items = n_items
+        self.gather_real = gather_real
 
     def forward(
         self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
         inputs: torch.Tensor,
     ) -> torch.Tensor:
-        h, y, _ = _real_positions(hidden, targets)
+        h, y = _positions(hidden, targets, self.gather_real)
         logits = h @ items.T  # (M, C)
         cols = torch.arange(logits.shape[1], device=logits.device)
         invalid = (cols == 0) | (cols > self.n_items)
         logits = logits.masked_fill(invalid, float("-inf"))
-        return F.cross_entropy(logits.float(), y)
+        return F.cross_entropy(logits.float(), y, ignore_index=0)
 
 
 class SampledBCE(nn.Module):
@@ -68,10 +81,11 @@ class SampledBCE(nn.Module):
     user's whole training sequence (for these inputs the same set but for one item).
     """
 
-    def __init__(self, n_items: int, redraws: int = 3) -> None:
+    def __init__(self, n_items: int, redraws: int = 3, gather_real: bool | None = None) -> None:
         super().__init__()
         self.n_items = n_items
         self.redraws = redraws
+        self.gather_real = gather_real
 
     def sample_negatives(self, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         neg = torch.randint(1, self.n_items + 1, targets.shape, device=targets.device)
@@ -87,11 +101,13 @@ class SampledBCE(nn.Module):
         inputs: torch.Tensor,
     ) -> torch.Tensor:
         neg = self.sample_negatives(targets, inputs)
-        h, pos, real = _real_positions(hidden, targets)
-        neg = neg[real]
+        h, pos = _positions(hidden, targets, self.gather_real)
+        _, neg = _positions(hidden, torch.where(targets > 0, neg, 0), self.gather_real)
         pos_logit = (h * items[pos]).sum(-1)
         neg_logit = (h * items[neg]).sum(-1)
-        return (F.softplus(-pos_logit) + F.softplus(neg_logit)).float().mean()
+        loss = (F.softplus(-pos_logit) + F.softplus(neg_logit)).float()
+        real = (pos > 0).to(loss.dtype)
+        return (loss * real).sum() / real.sum().clamp(min=1.0)
 
 
 def rec_loss(kind: str, n_items: int) -> nn.Module:

@@ -1,0 +1,5 @@
+"""`python -m adarec`: the same as the `adarec` command."""
+
+from adarec.cli import main
+
+main()
