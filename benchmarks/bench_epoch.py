@@ -31,6 +31,7 @@ from adarec.evaluate import evaluate
 from adarec.model.build import build_model
 from adarec.train import (
     autocast_dtype,
+    groups_by_length,
     loss_function,
     make_optimizer,
     prepare_data,
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(t.device)
     set_matmul_precision(t.precision)
     autocast = autocast_dtype(t.precision, device)
+    by_length = groups_by_length(t.batching, device)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
     # The release's ensemble trains its members one after the other: an "epoch" of it is one
@@ -131,7 +133,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         for member, optimizer, loss_fn in zip(members, optimizers, loss_fns, strict=True):
             losses = train_epoch(member, optimizer, train, batch_size=t.batch_size,
-                                 generator=generator, autocast=autocast, loss_fn=loss_fn)
+                                 generator=generator, autocast=autocast, loss_fn=loss_fn,
+                                 by_length=by_length)
         _sync(device)
         t1 = time.perf_counter()
         for member in members:
@@ -169,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": _device_name(device),
         "precision": str(autocast or torch.float32).removeprefix("torch."),
         "compile": t.compile,
+        "batching": "by_length" if by_length else "random",
         "users": info.n_users,
         "items": info.n_items,
         "train_rows": len(train),
@@ -198,7 +202,8 @@ def table(r: dict[str, Any]) -> str:
         ("preset", r["preset"]),
         ("dataset", r["dataset"]),
         ("device", r["device"]),
-        ("training precision / compiled", f"{r['precision']} / {r['compile']}"),
+        ("training precision / compile asked / batching",
+         f"{r['precision']} / {r['compile']} / {r['batching']}"),
         ("users", f"{r['users']:,}"),
         ("items", f"{r['items']:,}"),
         (f"train s/epoch (median of {r['timed_epochs']}, {r['train_rows']:,} rows)",

@@ -13,7 +13,9 @@ from adarec.errors import AdarecError
 from adarec.model.build import build_model
 from adarec.train import (
     autocast_dtype,
+    batch_rows,
     fit,
+    groups_by_length,
     loss_function,
     make_optimizer,
     prepare_data,
@@ -104,3 +106,37 @@ def test_ensemble_members_share_the_time_limit(tmp_path):
     _, results = fit(config, progress=False)
     assert results["stop_reason"] == ["time_limit", "time_limit"]
     assert results["epochs_run"] == 2
+
+
+def test_batch_rows_cover_every_row_once_in_both_modes():
+    lengths = torch.randint(1, 51, (1000,))
+    for by_length in (False, True):
+        gen = torch.Generator().manual_seed(3)
+        batches = batch_rows(1000, 64, gen, lengths=lengths if by_length else None, pool=4)
+        rows = torch.cat(batches)
+        assert sorted(rows.tolist()) == list(range(1000))
+        assert all(len(b) <= 64 for b in batches)
+
+
+def test_random_batches_are_the_seeded_permutation():
+    batches = batch_rows(100, 30, torch.Generator().manual_seed(5))
+    expected = torch.randperm(100, generator=torch.Generator().manual_seed(5)).split(30)
+    assert all(torch.equal(a, b) for a, b in zip(batches, expected, strict=True))
+
+
+def test_batches_by_length_hold_similar_lengths_and_need_less_padding():
+    lengths = torch.randint(1, 51, (6400,))
+    padded = {}
+    for by_length in (False, True):
+        gen = torch.Generator().manual_seed(1)
+        batches = batch_rows(6400, 64, gen, lengths=lengths if by_length else None, pool=20)
+        padded[by_length] = sum(int(lengths[b].max()) * len(b) for b in batches)
+    # Random batches of 64 almost always hold a row of length ~50; sorted pools of 1280 rows
+    # give batches whose width is close to their rows' own lengths.
+    assert padded[True] < 0.65 * padded[False]
+    assert padded[True] >= int(lengths.sum())
+
+
+def test_batching_choice():
+    assert groups_by_length("auto", CPU) and not groups_by_length("auto", CUDA)
+    assert groups_by_length("by_length", CUDA) and not groups_by_length("random", CPU)

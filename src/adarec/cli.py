@@ -37,6 +37,11 @@ def _metrics_table(columns: dict[str, dict[str, float]]) -> str:
     return _table(rows)
 
 
+def _command_line() -> str:
+    """How this command was typed, as ``adarec ...`` (also under ``python -m adarec``)."""
+    return shlex.join(["adarec", *sys.argv[1:]])
+
+
 @app.command()
 def train(
     preset: Annotated[str | None, Opt(help="Preset name (see `adarec presets`).")] = None,
@@ -68,7 +73,7 @@ def train(
     cfg = load_config(preset, config, overrides)
     cfg = _apply_named(cfg, named)
     run_dir, results = fit(cfg, run_name=run_name, progress=progress,
-                           command=shlex.join(sys.argv))
+                           command=_command_line())
     typer.echo(f"run directory: {run_dir}")
     typer.echo(f"best epoch {results['best_epoch']} ({results['epochs_run']} epochs run); "
                f"test ({results['test']['all']['users']} users, history_mask="
@@ -120,7 +125,7 @@ def reproduce(
     overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
     folders = run_all(preset, seeds or [1], overrides=overrides, tag=tag,
                       results_root=results_dir, runs_dir=runs_dir, force=force,
-                      command=shlex.join(sys.argv), progress=progress, echo=typer.echo)
+                      command=_command_line(), progress=progress, echo=typer.echo)
     for folder in folders:
         typer.echo(f"table: {folder / 'README.md'}")
 

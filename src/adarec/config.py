@@ -188,6 +188,9 @@ class TrainConfig:
     precision: ``auto`` (bf16 autocast for training on a GPU, fp32 on the CPU), ``bf16`` or
         ``fp32``. Evaluation always scores in fp32 (TF32 matrix units on a GPU unless
         ``fp32``), so rankings do not tie on rounding.
+    batching: ``auto`` (``by_length`` on the CPU, ``random`` on a GPU), ``random`` (a random
+        permutation cut into batches) or ``by_length`` (random pools of 50 batches sorted by
+        length, batches shuffled; far less padding, so much less work on the CPU).
     compile: wrap the training step in ``torch.compile``; falls back to eager with a warning
         if compilation fails.
     max_minutes: wall-clock limit on training (each ensemble member gets an equal share);
@@ -204,6 +207,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     history_mask: str = "inf"
     precision: str = "auto"
+    batching: str = "auto"
     compile: bool = False
     max_minutes: float | None = None
 
@@ -241,6 +245,7 @@ _CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "history_mask"): ("inf", "zero"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
+    ("train", "batching"): ("auto", "random", "by_length"),
 }
 _POSITIVE = {
     ("data", "max_len"), ("data", "synthetic_users"), ("data", "synthetic_items"),

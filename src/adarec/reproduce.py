@@ -71,6 +71,11 @@ def summary_line(r: dict[str, Any]) -> str:
             f"{r.get('median_valid_seconds', float('nan')):.2f} s valid per epoch")
 
 
+def _plain(value: Any) -> str:
+    """Per-member values (the release's ensemble) as "a, b"; anything else as str."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _cells(values: Iterable[float]) -> list[str]:
     return [f"{v:.4f}" for v in values]
 
@@ -95,12 +100,12 @@ def table_rows(results: list[dict[str, Any]]) -> list[str]:
         if paper is not None:
             label = paper[0]
             gaps = [_gap(o, p) for o, p in zip(ours, paper[1], strict=True)]
-        epochs = f"{r['best_epoch']} / {r['epochs_run']}"
+        epochs = f"{_plain(r['best_epoch'])} / {r['epochs_run']}"
         seconds = (f"{r.get('median_train_seconds', float('nan')):.2f} + "
                    f"{r.get('median_valid_seconds', float('nan')):.2f}")
         lines.append("| " + " | ".join([
             r.get("name", cfg["preset"]), protocol, *_cells(ours), label, *gaps, epochs,
-            str(r.get("stop_reason")), seconds, r.get("device", "-"),
+            _plain(r.get("stop_reason")), seconds, r.get("device", "-"),
         ]) + " |")
     return lines
 
@@ -130,6 +135,8 @@ def write_table(folder: Path) -> Path:
         "`.metrics.jsonl` beside each is its per-epoch log). Test set, full ranking, the "
         "checkpoint with the best validation NDCG@20. Gap = (ours - paper) / paper. Each "
         "JSON holds the exact command, commit, device and configuration.",
+        *(["", "How these runs were made, and what they do and do not show: "
+                "[NOTES.md](NOTES.md)."] if (folder / "NOTES.md").is_file() else []),
         "",
         "## Our runs beside the paper",
         "",

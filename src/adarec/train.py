@@ -7,6 +7,7 @@ device and read once per epoch, so the loop makes no host-device round trip per 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -107,28 +108,58 @@ def loss_function(model: nn.Module, *, compile: bool = False) -> LossFn:
     return call
 
 
+def groups_by_length(batching: str, device: torch.device) -> bool:
+    """Whether ``batching`` (auto / random / by_length) groups rows of similar length."""
+    return batching == "by_length" or (batching == "auto" and device.type == "cpu")
+
+
+def batch_rows(
+    n_rows: int, batch_size: int, generator: torch.Generator, *,
+    lengths: torch.Tensor | None = None, pool: int = 50,
+) -> list[torch.Tensor]:
+    """An epoch's batches of row indices, in random order.
+
+    Without ``lengths``: a random permutation cut into batches. With ``lengths`` (rows' real
+    lengths), each random pool of ``pool`` batches is sorted by length before it is cut, and
+    the batches are then shuffled, so a batch holds rows of similar length and its padding
+    columns can be dropped: on Beauty 7.6x fewer padded positions than random batches.
+    """
+    device = generator.device
+    order = torch.randperm(n_rows, generator=generator, device=device)
+    if lengths is None:
+        return list(order.split(batch_size))
+    batches: list[torch.Tensor] = []
+    for chunk in order.split(batch_size * pool):
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches.extend(chunk.split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator, device=device).tolist()
+    return [batches[i] for i in shuffle]
+
+
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, train: TrainSplit, *,
     batch_size: int, generator: torch.Generator, progress: bool = False,
     autocast: torch.dtype | None = None, loss_fn: LossFn | None = None,
+    by_length: bool = False,
 ) -> dict[str, float]:
     """One pass over the training rows in random order; returns the mean of each loss part.
 
     On the CPU each batch drops its all-padding columns first (positions count from the
-    right, so nothing changes but the cost); on a GPU that would cost a sync per step, so
-    the loop there never waits for the device: losses are summed on it and read once.
-    ``autocast`` runs the forward pass and losses in that dtype (bf16 on a GPU by default);
-    ``loss_fn`` replaces ``model.loss`` (e.g. by a compiled version).
+    right, so nothing changes but the cost), and ``by_length`` batches rows of similar
+    length (see `batch_rows`) so that there is little padding to begin with. On a GPU
+    trimming would cost a sync per step, so the loop there never waits for the device:
+    losses are summed on it and read once. ``autocast`` runs the forward pass and losses in
+    that dtype (bf16 on a GPU by default); ``loss_fn`` replaces ``model.loss`` (e.g. by a
+    compiled version).
     """
     model.train()
     device = train.inputs.device
     trim = device.type == "cpu"
     loss_fn = loss_fn or model.loss
-    order = torch.randperm(len(train), generator=generator, device=device)
-    starts = range(0, len(train), batch_size)
+    lengths = (train.inputs > 0).sum(1) if by_length else None
+    batches = batch_rows(len(train), batch_size, generator, lengths=lengths)
     sums: dict[str, torch.Tensor] = {}
-    for start in tqdm(starts, desc="train", leave=False, disable=not progress):
-        rows = order[start : start + batch_size]
+    for rows in tqdm(batches, desc="train", leave=False, disable=not progress):
         inputs, targets = train.inputs[rows], train.targets[rows]
         if trim:
             inputs, targets = trim_left(inputs, targets)
@@ -140,7 +171,7 @@ def train_epoch(
         optimizer.step()
         for name, value in {"total": out.total.detach(), **out.parts, **out.stats}.items():
             sums[name] = sums.get(name, 0) + value.detach().float()
-    return {name: float(value) / len(starts) for name, value in sums.items()}
+    return {name: float(value) / len(batches) for name, value in sums.items()}
 
 
 @dataclass
@@ -153,14 +184,25 @@ class EpochLog:
 
 
 def _commit() -> str | None:
+    """``$ADAREC_COMMIT`` if set (for copies whose git metadata is stale or absent), else
+    the checkout's short HEAD, with ``+dirty`` when tracked files differ from it."""
+    if os.environ.get("ADAREC_COMMIT"):
+        return os.environ["ADAREC_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
             cwd=Path(__file__).parent,
         )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+            text=True, timeout=5, cwd=Path(__file__).parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    head = out.stdout.strip()
+    if not head or out.returncode:
+        return None
+    return head + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def new_run_dir(config: RunConfig, name: str | None = None) -> Path:
@@ -204,6 +246,7 @@ def train_to_early_stop(
     optimizer = make_optimizer(model, t, device)
     loss_fn = loss_function(model, compile=t.compile)
     autocast = autocast_dtype(t.precision, device)
+    by_length = groups_by_length(t.batching, device)
     generator = torch.Generator(device=device).manual_seed(t.seed)
     best, best_epoch, logs, reason = float("-inf"), 0, [], "max_epochs"
     bar = tqdm(range(1, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress)
@@ -211,7 +254,7 @@ def train_to_early_stop(
         t0 = time.perf_counter()
         losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
                              generator=generator, progress=progress, autocast=autocast,
-                             loss_fn=loss_fn)
+                             loss_fn=loss_fn, by_length=by_length)
         t1 = time.perf_counter()
         model.eval()
         metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
