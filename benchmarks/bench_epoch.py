@@ -29,9 +29,9 @@ from adarec.data.splits import TrainSplit
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate
 from adarec.model.build import build_model
+from adarec.model.encoder import set_length_buckets
 from adarec.train import (
     autocast_dtype,
-    groups_by_length,
     loss_function,
     make_optimizer,
     prepare_data,
@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-rows", type=int, default=None,
                    help="time epochs over a random subset of N training rows and also report "
                         "the full epoch projected linearly (for models too slow to time whole)")
+    p.add_argument("--valid-rows", type=int, default=None,
+                   help="validate on a random subset of N users (kept in the split's length "
+                        "order) and also report the full pass projected linearly")
     p.add_argument("--eval-batch-sizes", type=int, nargs="*", default=[],
                    help="after training, also time validation at these eval batch sizes "
                         "(median of 3 passes each)")
@@ -100,9 +103,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(t.device)
     set_matmul_precision(t.precision)
     autocast = autocast_dtype(t.precision, device)
-    by_length = groups_by_length(t.batching, device)
+    by_length = t.batching == "by_length"
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
+    set_length_buckets(model, t.length_buckets)
     # The release's ensemble trains its members one after the other: an "epoch" of it is one
     # epoch of each member, and its validation is each member's own.
     members = list(getattr(model, "members", [model]))
@@ -112,6 +116,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keep = torch.randperm(full_rows, generator=torch.Generator().manual_seed(t.seed))
         keep = keep[: args.train_rows].to(device)
         train = TrainSplit(train.inputs[keep], train.targets[keep], train.users[keep])
+    full_valid = len(valid)
+    if args.valid_rows is not None and args.valid_rows < full_valid:
+        pick = torch.randperm(full_valid, generator=torch.Generator().manual_seed(t.seed))
+        valid = valid.take(pick[: args.valid_rows].sort().values.to(device))
     _sync(device)
     t_prep = time.perf_counter()
     for member in members:
@@ -172,7 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": _device_name(device),
         "precision": str(autocast or torch.float32).removeprefix("torch."),
         "compile": t.compile,
-        "batching": "by_length" if by_length else "random",
+        "batching": t.batching,
+        "length_buckets": t.length_buckets,
         "users": info.n_users,
         "items": info.n_items,
         "train_rows": len(train),
@@ -180,6 +189,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_s_per_epoch": train_med,
         "projected_full_train_s_per_epoch": train_med * full_rows / len(train),
         "valid_s": statistics.median(valid_s),
+        "valid_rows": len(valid),
+        "full_valid_rows": full_valid,
+        "projected_full_valid_s": statistics.median(valid_s) * full_valid / len(valid),
         "eval_batch_size": t.eval_batch_size,
         "valid_s_by_eval_batch_size": valid_by_batch,
         "before_training_s": prep_s,
@@ -202,15 +214,18 @@ def table(r: dict[str, Any]) -> str:
         ("preset", r["preset"]),
         ("dataset", r["dataset"]),
         ("device", r["device"]),
-        ("training precision / compile asked / batching",
-         f"{r['precision']} / {r['compile']} / {r['batching']}"),
+        ("precision / compile asked / batching / length buckets",
+         f"{r['precision']} / {r['compile']} / {r['batching']} / {r['length_buckets']}"),
         ("users", f"{r['users']:,}"),
         ("items", f"{r['items']:,}"),
         (f"train s/epoch (median of {r['timed_epochs']}, {r['train_rows']:,} rows)",
          f"{r['train_s_per_epoch']:.2f}"),
         (f"projected train s/epoch ({r['full_train_rows']:,} rows)",
          f"{r['projected_full_train_s_per_epoch']:.2f}"),
-        (f"valid s (median, eval batch {r['eval_batch_size']})", f"{r['valid_s']:.3f}"),
+        (f"valid s (median, eval batch {r['eval_batch_size']}, {r['valid_rows']:,} users)",
+         f"{r['valid_s']:.3f}"),
+        (f"projected valid s ({r['full_valid_rows']:,} users)",
+         f"{r['projected_full_valid_s']:.3f}"),
         *((f"valid s (eval batch {b})", f"{v:.3f}")
           for b, v in r["valid_s_by_eval_batch_size"].items()),
         ("before_training s (once)", f"{r['before_training_s']:.2f}"),

@@ -12,6 +12,7 @@ import torch
 from adarec.config import load_config
 from adarec.data.splits import left_pad, trim_left
 from adarec.model.build import build_model
+from adarec.model.encoder import Transformer, attention_mask, set_length_buckets
 
 N_ITEMS = 30
 MAX_LEN = 20
@@ -144,3 +145,59 @@ def test_trim_left_never_cuts_a_column_that_holds_an_item():
     x = torch.tensor([[0, 5, 0, 7], [0, 0, 0, 3]])
     (trimmed,) = trim_left(x)
     assert trimmed.tolist() == [[5, 0, 7], [0, 0, 3]]
+
+
+def _rows_with_holes() -> torch.Tensor:
+    """Right-aligned rows of lengths 1..12 in a width of 12, one with a masked hole."""
+    ids = torch.zeros(12, 12, dtype=torch.long)
+    for i in range(12):
+        ids[i, 12 - (i + 1):] = torch.arange(1, i + 2)
+    ids[11, 3] = 0  # a hole inside a real row (the mask augmentation does this)
+    return ids
+
+
+@pytest.mark.parametrize("buckets", [2, 5, 12, 30])
+def test_length_buckets_give_the_same_real_outputs(buckets: int) -> None:
+    torch.manual_seed(0)
+    enc = Transformer(dim=16, n_layers=2, n_heads=2, attn_dropout=0.0, hidden_dropout=0.0).eval()
+    ids = _rows_with_holes()
+    x = torch.randn(12, 12, 16, requires_grad=True)
+    mask = attention_mask(ids)
+    enc.length_buckets = 1
+    whole = enc(x, mask)
+    enc.length_buckets = buckets
+    grouped = enc(x, mask)
+    visible = mask[:, 0, -1, :].int().cummax(-1).values.bool()  # from the first visible key on
+    torch.testing.assert_close(grouped[visible], whole[visible], atol=1e-5, rtol=1e-5)
+    # Padding left of a group's width is not computed (zeros); nothing reads it.
+    assert (grouped[~visible] == 0).any()
+    (g_whole,) = torch.autograd.grad(whole[visible].sum(), x)
+    (g_grouped,) = torch.autograd.grad(grouped[visible].sum(), x)
+    torch.testing.assert_close(g_grouped, g_whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty", "release-beauty"])
+def test_length_buckets_leave_every_model_unchanged(preset: str) -> None:
+    """Scores and (eval-mode, same random draws) losses with and without length groups."""
+    from adarec.model.sasrec import Batch
+
+    config = load_config(preset, overrides=["model.hidden_size=16", "intents.n_intents=4",
+                                            "adarec.max_depth=3", "model.hidden_dropout=0.0",
+                                            "model.attn_dropout=0.0"])
+    torch.manual_seed(0)
+    model = build_model(config, n_items=20, max_len=12).eval()
+    ids = _rows_with_holes()
+    ids[11, 3] = 5
+    targets = torch.roll(ids, -1, dims=1).clamp(max=20)
+    targets[:, -1] = 7
+    targets[ids == 0] = 0
+    results = []
+    for buckets in (1, 8):
+        set_length_buckets(model, buckets)
+        torch.manual_seed(1)
+        member = next(iter(getattr(model, "members", [model])))
+        member.before_training(ids, 1)
+        torch.manual_seed(2)
+        results.append((model.score(ids), member.loss(Batch(ids, targets)).total))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-5)

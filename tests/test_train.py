@@ -15,7 +15,6 @@ from adarec.train import (
     autocast_dtype,
     batch_rows,
     fit,
-    groups_by_length,
     loss_function,
     make_optimizer,
     prepare_data,
@@ -135,8 +134,3 @@ def test_batches_by_length_hold_similar_lengths_and_need_less_padding():
     # give batches whose width is close to their rows' own lengths.
     assert padded[True] < 0.65 * padded[False]
     assert padded[True] >= int(lengths.sum())
-
-
-def test_batching_choice():
-    assert groups_by_length("auto", CPU) and not groups_by_length("auto", CUDA)
-    assert groups_by_length("by_length", CUDA) and not groups_by_length("random", CPU)

@@ -188,9 +188,11 @@ class TrainConfig:
     precision: ``auto`` (bf16 autocast for training on a GPU, fp32 on the CPU), ``bf16`` or
         ``fp32``. Evaluation always scores in fp32 (TF32 matrix units on a GPU unless
         ``fp32``), so rankings do not tie on rounding.
-    batching: ``auto`` (``by_length`` on the CPU, ``random`` on a GPU), ``random`` (a random
-        permutation cut into batches) or ``by_length`` (random pools of 50 batches sorted by
-        length, batches shuffled; far less padding, so much less work on the CPU).
+    batching: ``random`` (a random permutation cut into batches) or ``by_length`` (random
+        pools of 50 batches sorted by length, batch order shuffled: less padding still, but
+        batches of like rows train a little worse; see docs/benchmarks.md).
+    length_buckets: on the CPU, each encoder call runs its rows in this many groups of
+        similar length, each cut to its own width (same outputs, less work); 1 turns it off.
     compile: wrap the training step in ``torch.compile``; falls back to eager with a warning
         if compilation fails.
     max_minutes: wall-clock limit on training (each ensemble member gets an equal share);
@@ -207,7 +209,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     history_mask: str = "inf"
     precision: str = "auto"
-    batching: str = "auto"
+    batching: str = "random"
+    length_buckets: int = 8
     compile: bool = False
     max_minutes: float | None = None
 
@@ -245,13 +248,14 @@ _CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "history_mask"): ("inf", "zero"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
-    ("train", "batching"): ("auto", "random", "by_length"),
+    ("train", "batching"): ("random", "by_length"),
 }
 _POSITIVE = {
     ("data", "max_len"), ("data", "synthetic_users"), ("data", "synthetic_items"),
     ("model", "hidden_size"), ("model", "num_layers"), ("model", "num_heads"),
     ("train", "batch_size"), ("train", "max_epochs"), ("train", "patience"),
-    ("train", "eval_batch_size"), ("train", "lr"), ("intents", "n_intents"),
+    ("train", "eval_batch_size"), ("train", "lr"), ("train", "length_buckets"),
+    ("intents", "n_intents"),
     ("intents", "temperature"),
 }
 

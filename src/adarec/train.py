@@ -31,6 +31,7 @@ from adarec.data.splits import Splits, TrainSplit, trim_left
 from adarec.errors import AdarecError
 from adarec.evaluate import HISTORY_MASKS, evaluate, item_counts, popularity_score_fn
 from adarec.model.build import build_model
+from adarec.model.encoder import set_length_buckets
 from adarec.model.losses import LossOutput
 from adarec.model.sasrec import Batch
 
@@ -108,11 +109,6 @@ def loss_function(model: nn.Module, *, compile: bool = False) -> LossFn:
     return call
 
 
-def groups_by_length(batching: str, device: torch.device) -> bool:
-    """Whether ``batching`` (auto / random / by_length) groups rows of similar length."""
-    return batching == "by_length" or (batching == "auto" and device.type == "cpu")
-
-
 def batch_rows(
     n_rows: int, batch_size: int, generator: torch.Generator, *,
     lengths: torch.Tensor | None = None, pool: int = 50,
@@ -145,8 +141,8 @@ def train_epoch(
     """One pass over the training rows in random order; returns the mean of each loss part.
 
     On the CPU each batch drops its all-padding columns first (positions count from the
-    right, so nothing changes but the cost), and ``by_length`` batches rows of similar
-    length (see `batch_rows`) so that there is little padding to begin with. On a GPU
+    right, so nothing changes but the cost; the encoder then groups rows by length, see
+    `Transformer`), and ``by_length`` batches rows of similar length (see `batch_rows`). On a GPU
     trimming would cost a sync per step, so the loop there never waits for the device:
     losses are summed on it and read once. ``autocast`` runs the forward pass and losses in
     that dtype (bf16 on a GPU by default); ``loss_fn`` replaces ``model.loss`` (e.g. by a
@@ -246,7 +242,7 @@ def train_to_early_stop(
     optimizer = make_optimizer(model, t, device)
     loss_fn = loss_function(model, compile=t.compile)
     autocast = autocast_dtype(t.precision, device)
-    by_length = groups_by_length(t.batching, device)
+    by_length = t.batching == "by_length"
     generator = torch.Generator(device=device).manual_seed(t.seed)
     best, best_epoch, logs, reason = float("-inf"), 0, [], "max_epochs"
     bar = tqdm(range(1, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress)
@@ -310,6 +306,7 @@ def fit(
     run_dir = new_run_dir(config, run_name)
     save_config(config, run_dir / "config.yaml")
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
+    set_length_buckets(model, config.train.length_buckets)
     members = list(getattr(model, "members", [model]))
     writer = SummaryWriter(str(run_dir / "tb"))
     if device.type == "cuda":
