@@ -112,7 +112,7 @@ class ADARec(nn.Module):
             **{f"router_{k}": v for k, v in
                enumerate((router * used).sum(1) / used.sum(1).clamp(min=1))},
         }
-        return weigh(losses, self.loss_weights)._replace(stats=stats)
+        return weigh(losses, self.loss_weights, stats)
 
     def score(self, input_ids: Tensor) -> Tensor:
         return self(input_ids)[:, -1] @ self.item_table.T  # (B, C)

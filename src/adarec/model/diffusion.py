@@ -48,11 +48,25 @@ def roll_rows(x: Tensor, shift: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-def run_gru(gru: nn.GRU, x: Tensor) -> Tensor:
-    """``gru``'s outputs over ``x`` in fp32 even under autocast (a small share of the work,
-    and cuDNN's reduced-precision RNN kernels vary by card)."""
+def run_gru(gru: nn.GRU, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """``gru``'s outputs over ``x`` (B, L, D) in fp32 even under autocast (a small share of
+    the work, and cuDNN's reduced-precision RNN kernels vary by card).
+
+    ``lengths`` (B,) says that row b's real steps are its first ``lengths[b]``. On the CPU the
+    GRU then runs packed, over real steps only (outputs after a row's length are zeros,
+    instead of the GRU running on over padding); on a GPU packing would cost a sync, so the
+    whole width runs. Outputs at real steps are the same either way.
+    """
     with torch.autocast(x.device.type, enabled=False):
-        out, _ = gru(x.float())
+        if lengths is None or x.device.type != "cpu":
+            out, _ = gru(x.float())
+            return out
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x.float(), lengths.clamp(min=1), batch_first=True, enforce_sorted=False
+        )
+        out, _ = gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                  total_length=x.shape[1])
     return out
 
 
@@ -82,7 +96,7 @@ class DepthController(nn.Module):
         so_far = real.cumsum(1).float() / self.max_len  # (B, L)
         x = torch.cat([e0, self.length_embedding(so_far.unsqueeze(-1))], dim=-1)  # (B, L, 2D)
         length = input_ids.shape[1]
-        out = run_gru(self.gru, roll_rows(x, length - lengths))  # real items first
+        out = run_gru(self.gru, roll_rows(x, length - lengths), lengths)  # real first
         logits = self.head(roll_rows(out, lengths))  # (B, L, T+1), back in place
         log_p = logits.log_softmax(-1)
         neg_entropy = (log_p.exp() * log_p).sum(-1)  # (B, L)

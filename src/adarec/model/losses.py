@@ -26,13 +26,17 @@ class LossOutput(NamedTuple):
     stats: dict[str, torch.Tensor] = {}  # noqa: RUF012  (never mutated)
 
 
-def weigh(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> LossOutput:
-    """The one place where named losses are weighted and summed."""
+def weigh(
+    losses: dict[str, torch.Tensor], weights: dict[str, float],
+    stats: dict[str, torch.Tensor] | None = None,
+) -> LossOutput:
+    """The one place where named losses are weighted and summed; ``stats`` ride along."""
     missing = set(losses) - set(weights)
     if missing:
         raise KeyError(f"no weight for loss(es) {sorted(missing)}")
     total = sum(weights[name] * value for name, value in losses.items())
-    return LossOutput(total, {name: value.detach() for name, value in losses.items()})
+    parts = {name: value.detach() for name, value in losses.items()}
+    return LossOutput(total, parts, stats or {})
 
 
 def _positions(hidden: torch.Tensor, targets: torch.Tensor, gather: bool | None):

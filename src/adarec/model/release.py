@@ -48,7 +48,8 @@ class ReleaseController(nn.Module):
     def forward(self, e0: Tensor, input_ids: Tensor) -> Tensor:
         lengths = (input_ids > 0).sum(1)
         # The GRU's last hidden state after the last real item (padding trails after rolling).
-        out = run_gru(self.gru, roll_rows(e0.detach(), input_ids.shape[1] - lengths))
+        out = run_gru(self.gru, roll_rows(e0.detach(), input_ids.shape[1] - lengths),
+                      lengths)
         last = out[torch.arange(out.shape[0], device=out.device), (lengths - 1).clamp(min=0)]
         h = torch.cat([last, self.length_embedding(lengths)], dim=-1)
         return self.head(h).softmax(-1)
