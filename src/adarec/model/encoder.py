@@ -104,15 +104,16 @@ class Transformer(nn.Module):
         length = x.shape[1]
         # The last query sees every visible key of its row; the first of them fixes the width.
         widths = length - mask[:, 0, -1, :].to(torch.int8).argmax(-1)
-        out = x.new_zeros(x.shape)
-        for rows in torch.argsort(widths).tensor_split(self.length_buckets):
+        order = torch.argsort(widths)
+        parts = []
+        for rows in order.tensor_split(self.length_buckets):
             if len(rows) == 0:
                 continue
             w = int(widths[rows].max())
-            out[rows, length - w :] = self._layers(
-                x[rows, length - w :], mask[rows][..., length - w :, length - w :]
-            )
-        return out
+            y = self._layers(x[rows, length - w :], mask[rows][..., length - w :, length - w :])
+            parts.append(F.pad(y, (0, 0, length - w, 0)))  # zeros on the left, to width L
+        # Back to the input's row order: one gather (its backward is one scatter).
+        return torch.cat(parts)[torch.argsort(order)]
 
 
 def set_length_buckets(model: nn.Module, buckets: int) -> None:
