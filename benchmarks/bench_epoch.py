@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _sync(device)
     prep_s = time.perf_counter() - t_prep
     optimizers = [make_optimizer(m, t, device) for m in members]
-    loss_fns = [loss_function(m, compile=t.compile) for m in members]
+    loss_fns = [loss_function(m, compile=t.compile, mode=t.compile_mode) for m in members]
     generator = torch.Generator(device=device).manual_seed(t.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": config.data.dataset,
         "device": _device_name(device),
         "precision": str(autocast or torch.float32).removeprefix("torch."),
-        "compile": t.compile,
+        "compile": t.compile and t.compile_mode,
         "batching": t.batching,
         "length_buckets": t.length_buckets,
         "users": info.n_users,

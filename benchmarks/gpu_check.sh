@@ -65,6 +65,11 @@ bench adarec-fast 70 adarec-beauty 1 3 --eval-batch-sizes 2048
 bench adarec-fp32 70 adarec-beauty 1 2 --set train.precision=fp32
 bench elcrec-fast 45 elcrec-beauty 1 3
 bench release-fast 70 release-beauty 1 3
+# CUDA graphs through torch.compile (both losses trace without graph breaks but at the GRUs)
+bench sasrec-graphs 90 sasrec-beauty 1 3 --set train.compile=true \
+  --set train.compile_mode=reduce-overhead
+bench adarec-graphs 120 adarec-beauty 1 2 --set train.compile=true \
+  --set train.compile_mode=reduce-overhead
 
 # ---- B: reproduction runs with the time that is left
 minutes() { $PY -c "print(round(max($1, 0.25), 2))"; }

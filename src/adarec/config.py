@@ -195,6 +195,8 @@ class TrainConfig:
         similar length, each cut to its own width (same outputs, less work); 1 turns it off.
     compile: wrap the training step in ``torch.compile``; falls back to eager with a warning
         if compilation fails.
+    compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs),
+        ``max-autotune`` or ``max-autotune-no-cudagraphs``.
     max_minutes: wall-clock limit on training (each ensemble member gets an equal share);
         the best checkpoint so far is tested and the run records ``stop_reason: time_limit``.
     """
@@ -212,6 +214,7 @@ class TrainConfig:
     batching: str = "random"
     length_buckets: int = 8
     compile: bool = False
+    compile_mode: str = "default"
     max_minutes: float | None = None
 
 
@@ -249,6 +252,8 @@ _CHOICES = {
     ("train", "history_mask"): ("inf", "zero"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("train", "batching"): ("random", "by_length"),
+    ("train", "compile_mode"): ("default", "reduce-overhead", "max-autotune",
+                                "max-autotune-no-cudagraphs"),
 }
 _POSITIVE = {
     ("data", "max_len"), ("data", "synthetic_users"), ("data", "synthetic_items"),

@@ -89,11 +89,12 @@ def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> to
 LossFn = Callable[[Batch], LossOutput]
 
 
-def loss_function(model: nn.Module, *, compile: bool = False) -> LossFn:
-    """``model.loss``, or a compiled version of it that falls back to eager on failure."""
+def loss_function(model: nn.Module, *, compile: bool = False, mode: str = "default") -> LossFn:
+    """``model.loss``, or a compiled version of it (``torch.compile`` ``mode``) that falls
+    back to eager on failure."""
     if not compile:
         return model.loss
-    compiled = torch.compile(model.loss)
+    compiled = torch.compile(model.loss, mode=mode)
     state = {"fn": compiled}
 
     def call(batch: Batch) -> LossOutput:
@@ -240,7 +241,7 @@ def train_to_early_stop(
     train, valid = splits.train.to(device), splits.valid.to(device)
     model.before_training(train.inputs, t.seed)
     optimizer = make_optimizer(model, t, device)
-    loss_fn = loss_function(model, compile=t.compile)
+    loss_fn = loss_function(model, compile=t.compile, mode=t.compile_mode)
     autocast = autocast_dtype(t.precision, device)
     by_length = t.batching == "by_length"
     generator = torch.Generator(device=device).manual_seed(t.seed)
