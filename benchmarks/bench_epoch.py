@@ -32,6 +32,7 @@ from adarec.model.build import build_model
 from adarec.model.encoder import set_length_buckets
 from adarec.train import (
     autocast_dtype,
+    commit_id,
     loss_function,
     make_optimizer,
     prepare_data,
@@ -206,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "valid_s_all": valid_s,
         "valid_ndcg20_all": ndcg,
         "torch": str(torch.__version__),
+        "commit": commit_id(),
     }
 
 

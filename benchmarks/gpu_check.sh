@@ -2,14 +2,15 @@
 # Everything one GPU session checks and measures, in one call, under one time budget:
 #   A (alone on the GPU): environment; tests/test_cuda.py; epoch benchmarks of the fast path
 #     and of the fp32 path (validation curves side by side) for sasrec/elcrec/adarec/release
-#     on Beauty;
-#   B (what time is left): `adarec reproduce` on Beauty: adarec-beauty in the background with
+#     (the Beauty presets unless SUFFIX says otherwise), CUDA graphs through torch.compile;
+#   B (what time is left): `adarec reproduce`: adarec-$SUFFIX in the background with
 #     most of the time, and release / sasrec / elcrec / adarec short5 one after the other
 #     beside it (their epoch times are then shared-GPU times; the benchmarks of A are not).
 # Every step has its own limit, so a slow or failing step cannot eat the others.
 #
-# Usage, from the repository root on the GPU machine (Beauty.txt and SHA256SUMS in DATA_DIR):
-#   BUDGET_S=540 DATA_DIR=.gpu/data OUT=/some/dir bash benchmarks/gpu_check.sh
+# Usage, from the repository root on the GPU machine (the dataset file and SHA256SUMS in
+# DATA_DIR):
+#   BUDGET_S=540 DATA_DIR=.gpu/data OUT=/some/dir [SUFFIX=toys] bash benchmarks/gpu_check.sh
 # Output: $OUT/summary.txt (the step log) and $OUT/gpu.tar.gz (logs/, results/Beauty/).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -19,9 +20,11 @@ mkdir -p "$OUT" "$WORK/logs" "$WORK/bench"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export ADAREC_DATA_DIR=${DATA_DIR:-$PWD/.gpu/data} OMP_NUM_THREADS=4
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
+# Another benchmark: SUFFIX=toys (sports, yelp) picks the matching presets.
 # For a dry run of this script on a CPU: DEVICE=cpu DATASET=synthetic EXTRA_SET="k=v ...".
-DEVICE=${DEVICE:-cuda} DATASET=${DATASET:-Beauty}
-EXTRA=(--set "data.dataset=$DATASET")
+DEVICE=${DEVICE:-cuda} SUFFIX=${SUFFIX:-beauty}
+EXTRA=()
+[[ -n "${DATASET:-}" ]] && EXTRA+=(--set "data.dataset=$DATASET")
 for kv in ${EXTRA_SET:-}; do EXTRA+=(--set "$kv"); done
 SUMMARY=$OUT/summary.txt
 
@@ -45,13 +48,13 @@ bench() {  # bench NAME LIMIT_S PRESET WARMUP EPOCHS [--set ...]
   local name=$1 limit=$2 preset=$3 warmup=$4 epochs=$5; shift 5
   step "bench-$name" "$limit" "$PY" benchmarks/bench_epoch.py --preset "$preset" \
     --device "$DEVICE" --warmup "$warmup" --epochs "$epochs" \
-    --json "$WORK/bench/$name.json" "${EXTRA[@]}" "$@"
+    --json "$WORK/bench/$name.json" ${EXTRA[@]+"${EXTRA[@]}"} "$@"
 }
 reproduce() {  # reproduce NAME LIMIT_S MINUTES PRESET [options...]
   local name=$1 limit=$2 minutes=$3 preset=$4; shift 4
   step "reproduce-$name" "$limit" "$PY" -m adarec reproduce --preset "$preset" --seed 1 \
     --device "$DEVICE" --max-minutes "$minutes" --results-dir "$WORK/results" \
-    --runs-dir "$WORK/runs" --no-progress "${EXTRA[@]}" "$@"
+    --runs-dir "$WORK/runs" --no-progress ${EXTRA[@]+"${EXTRA[@]}"} "$@"
 }
 
 # ---- A: alone on the GPU
@@ -59,16 +62,16 @@ step env 30 bash -c "nvidia-smi; $PY -c 'import torch, typer, sklearn, pandas, y
 tensorboard; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'; \
 ls -l $ADAREC_DATA_DIR"
 TAIL=25 step tests-cuda 90 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py
-bench sasrec-fast 40 sasrec-beauty 1 6 --eval-batch-sizes 2048 8192
-bench sasrec-fp32 40 sasrec-beauty 1 6 --set train.precision=fp32
-bench adarec-fast 70 adarec-beauty 1 3 --eval-batch-sizes 2048
-bench adarec-fp32 70 adarec-beauty 1 2 --set train.precision=fp32
-bench elcrec-fast 45 elcrec-beauty 1 3
-bench release-fast 70 release-beauty 1 3
+bench sasrec-fast 40 sasrec-$SUFFIX 1 6 --eval-batch-sizes 2048 8192
+bench sasrec-fp32 40 sasrec-$SUFFIX 1 6 --set train.precision=fp32
+bench adarec-fast 70 adarec-$SUFFIX 1 3 --eval-batch-sizes 2048
+bench adarec-fp32 70 adarec-$SUFFIX 1 2 --set train.precision=fp32
+bench elcrec-fast 45 elcrec-$SUFFIX 1 3
+bench release-fast 70 release-$SUFFIX 1 3
 # CUDA graphs through torch.compile (both losses trace without graph breaks but at the GRUs)
-bench sasrec-graphs 90 sasrec-beauty 1 3 --set train.compile=true \
+bench sasrec-graphs 90 sasrec-$SUFFIX 1 3 --set train.compile=true \
   --set train.compile_mode=reduce-overhead
-bench adarec-graphs 120 adarec-beauty 1 2 --set train.compile=true \
+bench adarec-graphs 120 adarec-$SUFFIX 1 2 --set train.compile=true \
   --set train.compile_mode=reduce-overhead
 
 # ---- B: reproduction runs with the time that is left
@@ -76,16 +79,18 @@ minutes() { $PY -c "print(round(max($1, 0.25), 2))"; }
 rest=$(( $(left) - 30 ))
 if (( rest > 90 )); then
   main_min=$(minutes "($rest - 45) / 60")
-  reproduce adarec-beauty "$rest" "$main_min" adarec-beauty &
+  reproduce adarec-$SUFFIX "$rest" "$main_min" adarec-$SUFFIX &
   main=$!
   side=$(( rest / 4 ))
   side_min=$(minutes "($side - 45) / 60")
-  reproduce adarec-short5 "$side" "$side_min" adarec-beauty --tag short5 --shorten-seq-to 5
-  reproduce release-beauty "$side" "$side_min" release-beauty
-  reproduce sasrec-beauty "$side" "$side_min" sasrec-beauty
-  reproduce elcrec-beauty "$side" "$side_min" elcrec-beauty
+  reproduce adarec-short5 "$side" "$side_min" adarec-$SUFFIX --tag short5 --shorten-seq-to 5
+  reproduce release-$SUFFIX "$side" "$side_min" release-$SUFFIX
+  reproduce sasrec-$SUFFIX "$side" "$side_min" sasrec-$SUFFIX
+  reproduce elcrec-$SUFFIX "$side" "$side_min" elcrec-$SUFFIX
   wait "$main"
-  $PY -c "from adarec.reproduce import write_table; write_table(__import__('pathlib').Path('$WORK/results/$DATASET'))"
+  for folder in "$WORK"/results/*/; do
+    $PY -c "from adarec.reproduce import write_table; from pathlib import Path; write_table(Path('$folder'))"
+  done
 else
   say "SKIP reproduction: only ${rest}s left"
 fi

@@ -180,7 +180,7 @@ class EpochLog:
     valid_seconds: float
 
 
-def _commit() -> str | None:
+def commit_id() -> str | None:
     """``$ADAREC_COMMIT`` if set (for copies whose git metadata is stale or absent), else
     the checkout's short HEAD, with ``+dirty`` when tracked files differ from it."""
     if os.environ.get("ADAREC_COMMIT"):
@@ -364,7 +364,7 @@ def fit(
         "peak_gpu_memory_mib": (round(torch.cuda.max_memory_allocated(device) / 2**20)
                                 if device.type == "cuda" else None),
         "device": _device_name(device),
-        "commit": _commit(),
+        "commit": commit_id(),
         "command": command,
         "versions": {"torch": str(torch.__version__)},
     }
