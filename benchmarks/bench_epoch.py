@@ -33,6 +33,7 @@ from adarec.model.encoder import set_length_buckets
 from adarec.train import (
     autocast_dtype,
     commit_id,
+    eval_batch_size,
     loss_function,
     make_optimizer,
     prepare_data,
@@ -149,7 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for member in members:
             member.eval()
             metrics = evaluate(member.score, valid, info.n_items,
-                               history_mask=t.history_mask, batch_size=t.eval_batch_size)
+                               history_mask=t.history_mask,
+                               batch_size=eval_batch_size(t, device))
         _sync(device)
         t2 = time.perf_counter()
         timed = epoch >= args.warmup
@@ -193,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "valid_rows": len(valid),
         "full_valid_rows": full_valid,
         "projected_full_valid_s": statistics.median(valid_s) * full_valid / len(valid),
-        "eval_batch_size": t.eval_batch_size,
+        "eval_batch_size": eval_batch_size(t, device),
         "valid_s_by_eval_batch_size": valid_by_batch,
         "before_training_s": prep_s,
         "total_s": total,

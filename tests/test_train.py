@@ -134,3 +134,14 @@ def test_batches_by_length_hold_similar_lengths_and_need_less_padding():
     # give batches whose width is close to their rows' own lengths.
     assert padded[True] < 0.65 * padded[False]
     assert padded[True] >= int(lengths.sum())
+
+
+def test_eval_batch_size_defaults_by_device_and_is_validated():
+    from adarec.train import eval_batch_size
+
+    t = load_config("default").train
+    assert eval_batch_size(t, CPU) == 512 and eval_batch_size(t, CUDA) == 2048
+    t = load_config("default", overrides=["train.eval_batch_size=100"]).train
+    assert eval_batch_size(t, CUDA) == 100
+    with pytest.raises(AdarecError, match="eval_batch_size"):
+        load_config("default", overrides=["train.eval_batch_size=0"])

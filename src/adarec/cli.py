@@ -143,7 +143,7 @@ def evaluate_cmd(
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
     from adarec.data.splits import build_splits, left_pad
     from adarec.evaluate import evaluate
-    from adarec.train import configured_sequences, resolve_device
+    from adarec.train import configured_sequences, eval_batch_size, resolve_device
 
     if split not in ("valid", "test"):
         raise AdarecError(f"--split must be valid or test, got {split!r}")
@@ -164,7 +164,7 @@ def evaluate_cmd(
     model.to(dev).eval()
     mask = history_mask or cfg.train.history_mask
     result = evaluate(model.score, ev.to(dev), info.n_items, history_mask=mask,
-                      batch_size=cfg.train.eval_batch_size)
+                      batch_size=eval_batch_size(cfg.train, dev))
     typer.echo(f"{path}: {split} split, {result['all']['users']} users, history_mask={mask}"
                + (f", shorten_seq_to={k}" if k else ""))
     typer.echo(_metrics_table({b: m for b, m in result.items()}))
