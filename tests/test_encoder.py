@@ -201,3 +201,18 @@ def test_length_buckets_leave_every_model_unchanged(preset: str) -> None:
         results.append((model.score(ids), member.loss(Batch(ids, targets)).total))
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_cpu_dropout_keeps_1_minus_p_and_rescales(p: float) -> None:
+    from adarec.model.encoder import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(p).train()
+    x = torch.ones(400, 500)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005  # 200,000 draws: sd ~0.001
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(drop.eval()(x), x)
