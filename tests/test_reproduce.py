@@ -69,3 +69,15 @@ def test_table_gap_is_relative_to_the_paper_row():
     }
     row = table_rows([result])[2]
     assert "| Table 1: ADARec | +10.0% | +0.0% | +0.0% | -50.0% | 3 / 9 | patience |" in row
+
+
+def test_table_has_mean_over_seeds_when_a_run_has_several(tmp_path):
+    result = _invoke(tmp_path)
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "results/synthetic/README.md").read_text()
+    runs = [json.loads((tmp_path / f"results/synthetic/default-seed{k}.json").read_text())
+            for k in (1, 2)]
+    mean = sum(r["test"]["all"]["NDCG@20"] for r in runs) / 2
+    assert "## Mean over seeds" in table
+    row = next(line for line in table.splitlines() if line.startswith("| default | 1, 2 |"))
+    assert f"{mean:.4f} ± " in row

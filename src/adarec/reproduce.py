@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,31 @@ def other_mask_rows(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def seed_mean_rows(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows of mean ± sd over seeds, one per run name that has 2 or more seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        base = r.get("name", r["config"]["preset"]).rsplit("-seed", 1)[0]
+        groups.setdefault(base, []).append(r)
+    head = ["runs", "seeds", *METRICS, "paper row", "gap NDCG@20 (mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for base, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        cells, means = [], []
+        for m in METRICS:
+            values = [r["test"]["all"][m] for r in runs]
+            means.append(statistics.mean(values))
+            cells.append(f"{means[-1]:.4f} ± {statistics.stdev(values):.4f}")
+        cfg = runs[0]["config"]
+        paper = paper_row(cfg["data"]["dataset"], cfg["model"]["name"],
+                          cfg["data"]["shorten_seq_to"])
+        label, gap = ("-", "-") if paper is None else (paper[0], _gap(means[-1], paper[1][-1]))
+        seeds = ", ".join(str(r["config"]["train"]["seed"]) for r in runs)
+        lines.append("| " + " | ".join([base, seeds, *cells, label, gap]) + " |")
+    return lines if len(lines) > 2 else []
+
+
 def write_table(folder: Path) -> Path:
     """(Re)write ``folder/README.md`` from every run JSON in ``folder``."""
     results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
@@ -142,6 +168,7 @@ def write_table(folder: Path) -> Path:
         "",
         *table_rows(results),
         "",
+        *(["## Mean over seeds", "", *means, ""] if (means := seed_mean_rows(results)) else []),
         "## Both history masks, and users with history <= 5",
         "",
         "`inf`: history and padding never ranked (the clean protocol); `zero`: the original "
