@@ -51,6 +51,7 @@ def train(
     data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
     shorten_seq_to: Annotated[int | None, Opt(help="Sparse protocol: keep last K.")] = None,
     max_epochs: Annotated[int | None, Opt(help="Upper bound on epochs.")] = None,
+    max_minutes: Annotated[float | None, Opt(help="Time limit on training.")] = None,
     seed: Annotated[int | None, Opt(help="Random seed.")] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
     output_dir: Annotated[Path | None, Opt(help="Where run directories go.")] = None,
@@ -65,6 +66,7 @@ def train(
     overrides = list(set_ or [])
     named = {
         "data.dataset": dataset, "data.data_dir": data_dir, "train.max_epochs": max_epochs,
+        "train.max_minutes": max_minutes,
         "data.shorten_seq_to": shorten_seq_to, "train.seed": seed, "train.device": device,
         "output_dir": output_dir,
     }
@@ -75,7 +77,10 @@ def train(
     run_dir, results = fit(cfg, run_name=run_name, progress=progress,
                            command=_command_line())
     typer.echo(f"run directory: {run_dir}")
-    typer.echo(f"best epoch {results['best_epoch']} ({results['epochs_run']} epochs run); "
+    stops = results["stop_reason"]
+    stops = ", ".join(stops) if isinstance(stops, list) else stops
+    typer.echo(f"best epoch {results['best_epoch']} ({results['epochs_run']} epochs run, "
+               f"stopped by {stops}); "
                f"test ({results['test']['all']['users']} users, history_mask="
                f"{cfg.train.history_mask}):")
     typer.echo(_metrics_table({"model": results["test"]["all"],
