@@ -354,3 +354,12 @@ def test_recommend_refuses_unknown_items(cli: Cli, trained, tmp_path: Path):
     histories = tmp_path / "histories.txt"
     histories.write_text("1 1 2 100000\n")
     _user_error(cli.run("recommend", run_dir, histories), "model knows items")
+
+
+def test_train_time_limit_from_the_command_line(cli: Cli):
+    done = cli.run("train", "--max-minutes", "1e-6", "--no-progress", "--set",
+                   "data.synthetic_users=150", "--set", "model.hidden_size=16")
+    assert done.returncode == 0, done.stderr
+    assert "1 epochs run, stopped by time_limit" in done.stdout
+    bad = cli.run("train", "--max-minutes", "0", "--no-progress")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: train.max_minutes")
