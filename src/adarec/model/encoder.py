@@ -122,7 +122,7 @@ class Transformer(nn.Module):
             if len(rows) == 0:
                 continue
             w = int(widths[rows].max())
-            y = self._layers(x[rows, length - w :], mask[rows][..., length - w :, length - w :])
+            y = self._layers(x[rows, length - w :], mask[rows, :, length - w :, length - w :])
             parts.append(F.pad(y, (0, 0, length - w, 0)))  # zeros on the left, to width L
         # Back to the input's row order: one gather (its backward is one scatter).
         return torch.cat(parts)[torch.argsort(order)]

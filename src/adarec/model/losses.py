@@ -39,8 +39,12 @@ def weigh(
     return LossOutput(total, parts, stats or {})
 
 
-def _positions(hidden: torch.Tensor, targets: torch.Tensor, gather: bool | None):
-    """(B, L, D), (B, L) -> (M, D), (M,) rows to score, targets 0 where padding.
+def _positions(
+    hidden: torch.Tensor, targets: torch.Tensor, gather: bool | None,
+    *extra: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """(B, L, D), (B, L) -> (M, D), (M,) rows to score, targets 0 where padding; each
+    ``extra`` (B, L) tensor (e.g. negatives) is cut the same way, (M,).
 
     ``gather`` (default: on the CPU) keeps only the real positions, which saves work; on a
     GPU every position is kept and padding targets are ignored by the loss instead, since a
@@ -50,8 +54,8 @@ def _positions(hidden: torch.Tensor, targets: torch.Tensor, gather: bool | None)
         gather = hidden.device.type == "cpu"
     if gather:
         real = targets > 0
-        return hidden[real], targets[real]
-    return hidden.flatten(0, -2), targets.flatten()
+        return hidden[real], targets[real], *(x[real] for x in extra)
+    return hidden.flatten(0, -2), targets.flatten(), *(x.flatten() for x in extra)
 
 
 class FullSoftmaxCE(nn.Module):
@@ -105,8 +109,7 @@ class SampledBCE(nn.Module):
         inputs: torch.Tensor,
     ) -> torch.Tensor:
         neg = self.sample_negatives(targets, inputs)
-        h, pos = _positions(hidden, targets, self.gather_real)
-        _, neg = _positions(hidden, torch.where(targets > 0, neg, 0), self.gather_real)
+        h, pos, neg = _positions(hidden, targets, self.gather_real, neg)
         pos_logit = (h * items[pos]).sum(-1)
         neg_logit = (h * items[neg]).sum(-1)
         loss = (F.softplus(-pos_logit) + F.softplus(neg_logit)).float()
