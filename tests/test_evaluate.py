@@ -9,6 +9,7 @@ from adarec.data.sequences import Sequences
 from adarec.data.splits import EvalSplit, build_splits
 from adarec.evaluate import (
     evaluate,
+    evaluate_masks,
     item_counts,
     popularity_score_fn,
     rank_answers,
@@ -177,3 +178,16 @@ def test_topk_items_excludes_history_padding_and_spare():
         topk_items(scores, 5, n_items=4)
     with pytest.raises(ValueError, match="together"):
         topk_items(scores, 1, n_items=4, exclude_rows=torch.tensor([0]))
+
+
+def test_evaluate_masks_scores_once_and_matches_evaluate_per_mask():
+    calls = []
+
+    def counting(inputs: torch.Tensor) -> torch.Tensor:
+        calls.append(len(inputs))
+        return _fixed(inputs)
+
+    both = evaluate_masks(counting, _split(), 5, batch_size=2)
+    assert sum(calls) == len(HISTORIES)  # every user scored once, not once per mask
+    for mask in ("inf", "zero"):
+        assert both[mask] == evaluate(_fixed, _split(), 5, history_mask=mask, batch_size=2)

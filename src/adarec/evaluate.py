@@ -98,10 +98,30 @@ def evaluate(
     plus ``"users"`` (group size); buckets use ``split.history_lengths`` (whole history).
     An empty group has 0.0 metrics and ``users == 0``.
     """
-    _check_mask(history_mask)
+    return evaluate_masks(score_fn, split, n_items, history_masks=(history_mask,),
+                          batch_size=batch_size, ks=ks, buckets=buckets, device=device,
+                          trim=trim)[history_mask]
+
+
+def evaluate_masks(
+    score_fn: ScoreFn,
+    split: EvalSplit,
+    n_items: int,
+    *,
+    history_masks: Sequence[str] = HISTORY_MASKS,
+    batch_size: int = 2048,
+    ks: Sequence[int] = (5, 10, 20),
+    buckets: Sequence[int] = (3, 5, 10),
+    device: torch.device | str | None = None,
+    trim: bool = True,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """`evaluate` under each of ``history_masks`` from one pass of ``score_fn``:
+    ``{mask: evaluate(..., history_mask=mask)}``."""
+    for mask in history_masks:
+        _check_mask(mask)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    parts: list[torch.Tensor] = []
+    parts: dict[str, list[torch.Tensor]] = {mask: [] for mask in history_masks}
     with torch.inference_mode():
         for start in range(0, len(split), batch_size):
             stop = min(start + batch_size, len(split))
@@ -111,7 +131,14 @@ def evaluate(
             scores = score_fn(inputs if device is None else inputs.to(device))  # (B, C)
             rows, items = split.history_coo(start, stop)
             answers = split.answers[start:stop]
-            parts.append(rank_answers(scores, answers, rows, items, n_items, history_mask))
+            for mask in history_masks:
+                parts[mask].append(rank_answers(scores, answers, rows, items, n_items, mask))
+    return {mask: _summaries(ranks, split, ks, buckets) for mask, ranks in parts.items()}
+
+
+def _summaries(
+    parts: list[torch.Tensor], split: EvalSplit, ks: Sequence[int], buckets: Sequence[int]
+) -> dict[str, dict[str, float]]:
     ranks = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
     lengths = split.history_lengths.to(ranks.device)
     out = {"all": {**summarize(ranks, ks), "users": len(ranks)}}

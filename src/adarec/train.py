@@ -29,7 +29,7 @@ from adarec.data.load import DataInfo, load_sequences, make_splits
 from adarec.data.sequences import Sequences
 from adarec.data.splits import Splits, TrainSplit, trim_left
 from adarec.errors import AdarecError
-from adarec.evaluate import HISTORY_MASKS, evaluate, item_counts, popularity_score_fn
+from adarec.evaluate import evaluate, evaluate_masks, item_counts, popularity_score_fn
 from adarec.model.build import build_model
 from adarec.model.encoder import set_length_buckets
 from adarec.model.losses import LossOutput
@@ -337,11 +337,8 @@ def fit(
     test_split = splits.test.to(device)
     model.eval()
     # Both masking protocols (DESIGN.md section 2): ``test`` is the configured one.
-    test_by_mask = {
-        mask: evaluate(model.score, test_split, info.n_items, history_mask=mask,
-                       batch_size=eval_batch_size(t, device))
-        for mask in HISTORY_MASKS
-    }
+    test_by_mask = evaluate_masks(model.score, test_split, info.n_items,
+                                  batch_size=eval_batch_size(t, device))
     test = test_by_mask[t.history_mask]
     popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
     popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
