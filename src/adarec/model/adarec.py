@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adarec.model.diffusion import HierarchicalDiffusion, level_mask
-from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
+from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask, length_groups
 from adarec.model.experts import Gate, aggregate, trajectory_contrast
 from adarec.model.intents import mean_pool
 from adarec.model.losses import LossOutput, weigh
@@ -30,17 +32,48 @@ from adarec.model.sasrec import Batch
 
 
 class Trajectory(NamedTuple):
-    """One forward pass: fused ``h`` (B, L, D) and what the losses and logs need."""
+    """One forward pass: the fused ``h`` (B, L, D) and what the losses and logs need."""
 
     h: Tensor
-    coarse: Tensor  # (T+1, B, L, D) coarse expert output per level
-    onehot: Tensor  # (B, L, T+1) chosen depth at every position
-    router: Tensor  # (T+1, B, L) fine-side weights g_k
+    coarse0: Tensor  # (B, L, D) coarse expert output on the clean level (intent learning)
+    pooled: Tensor  # (T+1, B, D) coarse expert output per level, mean over real positions
+    depth: Tensor  # (B, T+1) one-hot depth chosen at the last position
+    router: Tensor  # (T+1, B) fine-side weights g_k at the last position
     expl: Tensor
     deno: Tensor
+    counts: Tensor  # (2,) the positions that expl and deno average over
+
+
+def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Trajectory:
+    """The `Trajectory` of a whole batch from those of its length groups (see `ADARec`):
+    rows back in the batch's order, positions widened to ``length`` with zeros on the left,
+    the two mean losses weighted by their counts."""
+
+    def rows(values: list[Tensor], dim: int) -> Tensor:
+        return torch.cat(values, dim).index_select(dim, inverse)
+
+    def widened(name: str) -> Tensor:
+        return rows([F.pad(x, (0, 0, length - x.shape[1], 0))
+                     for x in (getattr(p, name) for p in parts)], 0)
+
+    counts = torch.stack([p.counts for p in parts])  # (G, 2)
+    means = torch.stack([torch.stack([p.expl, p.deno]) for p in parts])  # (G, 2)
+    total = counts.sum(0)
+    expl, deno = (means * counts).sum(0) / total.clamp(min=1)
+    return Trajectory(
+        widened("h"), widened("coarse0"), rows([p.pooled for p in parts], 1),
+        rows([p.depth for p in parts], 0), rows([p.router for p in parts], 1),
+        expl, deno, total,
+    )
 
 
 class ADARec(nn.Module):
+    """See the module docstring. On the CPU, the whole trajectory runs its rows in
+    ``length_buckets`` groups of similar length, each cut to its own width (every part of
+    it but the batch-wide contrastive loss reads one row at a time), which saves most of
+    the work of the levels on short-sequence data; the outputs at real positions are the
+    same. On a GPU that would cost a sync per step, so the batch runs whole."""
+
     def __init__(
         self, *, embedding: SequenceEmbedding, controller: nn.Module,
         diffusion: HierarchicalDiffusion, fine: Transformer, coarse: Transformer,
@@ -59,18 +92,28 @@ class ADARec(nn.Module):
         self.aux = nn.ModuleDict({"intents": intents} if intents is not None else {})
         self.cont_temperature = cont_temperature
         self.loss_weights = {"rec": 1.0, **loss_weights}
+        self.length_buckets = 8
 
     @property
     def item_table(self) -> Tensor:
         return self.embedding.items.weight
 
     def trajectory(self, input_ids: Tensor) -> Trajectory:
+        if self.length_buckets <= 1 or input_ids.device.type != "cpu" or len(input_ids) < 2:
+            return self._trajectory(input_ids)
+        length = input_ids.shape[1]
+        groups, inverse = length_groups(input_ids > 0, self.length_buckets)
+        parts = [self._trajectory(input_ids[rows, length - w :]) for rows, w in groups]
+        return merge_groups(parts, inverse, length)
+
+    def _trajectory(self, input_ids: Tensor) -> Trajectory:
         real = input_ids > 0  # (B, L)
         attn = attention_mask(input_ids)  # (B, 1, L, L)
         e0 = self.embedding(input_ids)  # (B, L, D)
         depth = self.controller(e0, input_ids)
         mask = level_mask(depth.onehot)  # (B, L, T+1)
-        levels, deno = self.diffusion(e0, mask, real)  # (T+1, B, L, D)
+        diffused = self.diffusion(e0, mask, real)
+        levels = diffused.levels  # (T+1, B, L, D)
         n_levels, batch = levels.shape[:2]
         flat = levels.reshape(n_levels * batch, *levels.shape[2:])
         attn_all = attn.repeat(n_levels, 1, 1, 1)
@@ -80,7 +123,12 @@ class ADARec(nn.Module):
         g = self.router(levels, real)  # (T+1, B, L)
         used = mask.permute(2, 0, 1)  # (T+1, B, L)
         h = self.gate(aggregate(fine, used * g), aggregate(coarse, used * (1 - g)))
-        return Trajectory(h, coarse, depth.onehot, g, depth.expl, deno)
+        pooled = mean_pool(coarse.flatten(0, 1), real.repeat(n_levels, 1))
+        counts = torch.stack([depth.count.to(h.dtype), diffused.count.to(h.dtype)])
+        return Trajectory(
+            h, coarse[0], pooled.view(n_levels, batch, -1), depth.onehot[:, -1].detach(),
+            g[:, :, -1].detach(), depth.expl, diffused.deno, counts,
+        )
 
     def forward(self, input_ids: Tensor) -> Tensor:
         return self.trajectory(input_ids).h
@@ -91,26 +139,20 @@ class ADARec(nn.Module):
 
     def loss(self, batch: Batch) -> LossOutput:
         tr = self.trajectory(batch.inputs)
-        real = batch.inputs > 0
-        n_levels = tr.coarse.shape[0]
-        pooled = mean_pool(tr.coarse.flatten(0, 1), real.repeat(n_levels, 1))
-        user_depth = tr.onehot[:, -1].detach()  # (B, T+1): the whole-sequence decision
-        depth = user_depth.argmax(-1)  # (B,)
+        depth = tr.depth.argmax(-1)  # (B,) the whole-sequence decision
         losses = {
             "rec": self.rec_loss(tr.h, batch.targets, self.item_table, batch.inputs),
             "deno": tr.deno,
-            "cont": trajectory_contrast(pooled.view(n_levels, real.shape[0], -1), depth,
-                                        self.cont_temperature),
+            "cont": trajectory_contrast(tr.pooled, depth, self.cont_temperature),
             "expl": tr.expl,
         }
         for part in self.aux.values():
-            losses.update(part(self.encode_coarse, batch.inputs, tr.coarse[0])._asdict())
-        used = level_mask(user_depth).T  # (T+1, B)
-        router = tr.router[:, :, -1].detach()  # (T+1, B)
+            losses.update(part(self.encode_coarse, batch.inputs, tr.coarse0)._asdict())
+        used = level_mask(tr.depth).T  # (T+1, B)
         stats = {
-            **{f"depth_{k}": v for k, v in enumerate(user_depth.mean(0))},
+            **{f"depth_{k}": v for k, v in enumerate(tr.depth.mean(0))},
             **{f"router_{k}": v for k, v in
-               enumerate((router * used).sum(1) / used.sum(1).clamp(min=1))},
+               enumerate((tr.router * used).sum(1) / used.sum(1).clamp(min=1))},
         }
         return weigh(losses, self.loss_weights, stats)
 

@@ -30,11 +30,13 @@ def level_mask(onehot: Tensor) -> Tensor:
 
 class Depth(NamedTuple):
     """A controller's decision: ``onehot`` (B, L, T+1) over depths 0..T at every position
-    (straight-through in training), and ``expl`` the exploration loss (negative entropy of the
-    soft choice, averaged over real positions)."""
+    (straight-through in training), ``expl`` the exploration loss (negative entropy of the
+    soft choice, averaged over real positions) and ``count`` the number of real positions
+    (so that means over separate groups of rows can be merged)."""
 
     onehot: Tensor
     expl: Tensor
+    count: Tensor
 
 
 def roll_rows(x: Tensor, shift: Tensor) -> Tensor:
@@ -100,12 +102,13 @@ class DepthController(nn.Module):
         logits = self.head(roll_rows(out, lengths))  # (B, L, T+1), back in place
         log_p = logits.log_softmax(-1)
         neg_entropy = (log_p.exp() * log_p).sum(-1)  # (B, L)
-        expl = (neg_entropy * real).sum() / real.sum().clamp(min=1)  # minimising it explores
+        count = real.sum()
+        expl = (neg_entropy * real).sum() / count.clamp(min=1)  # minimising it explores
         if self.training:
             onehot = F.gumbel_softmax(logits, tau=self.tau, hard=True)
         else:
             onehot = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-        return Depth(onehot, expl)
+        return Depth(onehot, expl, count)
 
 
 class FixedDepth(nn.Module):
@@ -118,7 +121,7 @@ class FixedDepth(nn.Module):
     def forward(self, e0: Tensor, input_ids: Tensor) -> Depth:
         onehot = e0.new_zeros(*input_ids.shape, self.max_depth + 1)
         onehot[..., self.depth] = 1.0
-        return Depth(onehot, e0.new_zeros(()))
+        return Depth(onehot, e0.new_zeros(()), e0.new_zeros(()))
 
 
 class Denoiser(nn.Module):
@@ -138,10 +141,11 @@ class Denoiser(nn.Module):
 
 class Levels(NamedTuple):
     """``levels`` (T+1, B, L, D): E0 then the clean estimates of levels 1..T; ``deno`` the
-    denoising loss over the used levels' real positions."""
+    denoising loss averaged over the used levels' real positions, ``count`` how many."""
 
     levels: Tensor
     deno: Tensor
+    count: Tensor
 
 
 class HierarchicalDiffusion(nn.Module):
@@ -182,7 +186,8 @@ class HierarchicalDiffusion(nn.Module):
         """``e0`` (B, L, D), ``mask`` (B, L, T+1) used levels, ``real`` (B, L) real items."""
         t = self.max_depth
         if self.denoiser is None or t == 0:
-            return Levels(e0.unsqueeze(0).expand(t + 1, *e0.shape), e0.new_zeros(()))
+            zero = e0.new_zeros(())
+            return Levels(e0.unsqueeze(0).expand(t + 1, *e0.shape), zero, zero)
         ab = self.alpha_bars.to(e0.dtype)[:, None, None, None]  # (T, 1, 1, 1)
         eps = self._noise((t, *e0.shape), e0)  # (T, B, L, D)
         noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps
@@ -191,5 +196,6 @@ class HierarchicalDiffusion(nn.Module):
         # Mean squared error over D, averaged over used levels' real positions.
         weight = mask[..., 1:].detach().permute(2, 0, 1) * real.to(e0.dtype)  # (T, B, L)
         err = (eps_hat - eps).pow(2).mean(-1)
-        deno = (err * weight).sum() / weight.sum().clamp(min=1.0)
-        return Levels(torch.cat([e0.unsqueeze(0), estimates]), deno)
+        count = weight.sum()
+        deno = (err * weight).sum() / count.clamp(min=1.0)
+        return Levels(torch.cat([e0.unsqueeze(0), estimates]), deno, count)

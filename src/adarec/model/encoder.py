@@ -115,23 +115,41 @@ class Transformer(nn.Module):
             return self._layers(x, mask)
         length = x.shape[1]
         # The last query sees every visible key of its row; the first of them fixes the width.
-        widths = length - mask[:, 0, -1, :].to(torch.int8).argmax(-1)
-        order = torch.argsort(widths)
-        parts = []
-        for rows in order.tensor_split(self.length_buckets):
-            if len(rows) == 0:
-                continue
-            w = int(widths[rows].max())
-            y = self._layers(x[rows, length - w :], mask[rows, :, length - w :, length - w :])
-            parts.append(F.pad(y, (0, 0, length - w, 0)))  # zeros on the left, to width L
+        groups, inverse = length_groups(mask[:, 0, -1, :], self.length_buckets)
+        parts = [
+            F.pad(self._layers(x[rows, length - w :], mask[rows, :, length - w :, length - w :]),
+                  (0, 0, length - w, 0))  # zeros on the left, back to width L
+            for rows, w in groups
+        ]
         # Back to the input's row order: one gather (its backward is one scatter).
-        return torch.cat(parts)[torch.argsort(order)]
+        return torch.cat(parts)[inverse]
+
+
+def length_groups(
+    visible: torch.Tensor, n_groups: int
+) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:
+    """Rows cut into ``n_groups`` groups of similar width, for running them group by group.
+
+    ``visible`` (B, L) bool marks real positions of right-aligned rows; a row's width is the
+    distance from its first real position to the end (at least 1, so an all-padding row is
+    one column wide). Returns ``[(rows, width)]`` per non-empty group, narrowest first, and
+    the permutation that puts the groups' concatenated rows back in the input's order.
+    """
+    length = visible.shape[1]
+    visible = visible.clone()
+    visible[:, -1] = True
+    widths = length - visible.to(torch.int8).argmax(-1)
+    order = torch.argsort(widths)
+    # Sorted by width, so a group's last row is its widest.
+    groups = [(rows, int(widths[rows[-1]])) for rows in order.tensor_split(n_groups) if len(rows)]
+    return groups, torch.argsort(order)
 
 
 def set_length_buckets(model: nn.Module, buckets: int) -> None:
-    """Set ``length_buckets`` on every `Transformer` inside ``model`` (see there)."""
+    """Set ``length_buckets`` on every module inside ``model`` that runs its rows in length
+    groups on the CPU (each `Transformer`, and `ADARec` as a whole; see there)."""
     for module in model.modules():
-        if isinstance(module, Transformer):
+        if hasattr(module, "length_buckets"):
             module.length_buckets = buckets
 
 
