@@ -272,3 +272,35 @@ def test_in_length_groups_widens_positional_outputs_and_keeps_row_order():
     torch.testing.assert_close(per_row[:, 1], (ids > 0).sum(1).float())
     assert len(set(per_row[:, 0].tolist())) == 4  # four widths: four groups ran
     assert (per_row[:, 0] >= torch.arange(1, 13)).all()  # each row saw all its items
+
+
+@pytest.mark.parametrize("buckets", [1, 4])
+def test_last_only_is_the_last_position_of_the_whole_output(buckets: int) -> None:
+    torch.manual_seed(0)
+    enc = Transformer(dim=16, n_layers=2, n_heads=2, attn_dropout=0.0, hidden_dropout=0.0).eval()
+    enc.length_buckets = buckets
+    ids = _rows_with_holes()
+    x = torch.randn(12, 12, 16)
+    mask = attention_mask(ids)
+    last = enc(x, mask, last_only=True)
+    assert last.shape == (12, 1, 16)
+    torch.testing.assert_close(last, enc(x, mask)[:, -1:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty", "release-beauty",
+                                    "without-router"])
+def test_scores_read_the_last_position_of_the_full_forward(preset: str) -> None:
+    """``score`` takes the cheaper last-position-only path: it must equal the full one."""
+    overrides = ["model.hidden_size=16", "intents.n_intents=4", "adarec.max_depth=3"]
+    if preset == "without-router":
+        preset, overrides = "adarec-beauty", [*overrides, "adarec.router=constant"]
+    config = load_config(preset, overrides=overrides)
+    torch.manual_seed(0)
+    model = build_model(config, n_items=20, max_len=12).eval()
+    ids = _rows_with_holes()
+    ids[11, 3] = 5
+    for buckets in (1, 8):
+        set_length_buckets(model, buckets)
+        for member in getattr(model, "members", [model]):
+            full = member(ids)[:, -1] @ member.item_table.T
+            torch.testing.assert_close(member.score(ids), full, atol=1e-5, rtol=1e-5)

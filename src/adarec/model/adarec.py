@@ -23,8 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adarec.model.diffusion import HierarchicalDiffusion, level_mask
-from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask, length_groups
+from adarec.model.diffusion import Depth, HierarchicalDiffusion, Levels, level_mask
+from adarec.model.encoder import (
+    SequenceEmbedding,
+    Transformer,
+    attention_mask,
+    in_length_groups,
+    length_groups,
+)
 from adarec.model.experts import Gate, aggregate, trajectory_contrast
 from adarec.model.intents import mean_pool
 from adarec.model.losses import LossOutput, weigh
@@ -42,6 +48,18 @@ class Trajectory(NamedTuple):
     expl: Tensor
     deno: Tensor
     counts: Tensor  # (2,) the positions that expl and deno average over
+
+
+class Fused(NamedTuple):
+    """`ADARec._fused`'s outputs: ``h`` (B, L, D) fused, ``coarse`` (T+1, B, L, D) the coarse
+    expert's outputs, ``router`` (T+1, B, L) the fine-side weights, the depth decision and the
+    levels. With ``last_only``, L = 1 (the last position) for all but the last two."""
+
+    h: Tensor
+    coarse: Tensor
+    router: Tensor
+    depth: Depth
+    levels: Levels
 
 
 def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Trajectory:
@@ -98,15 +116,18 @@ class ADARec(nn.Module):
     def item_table(self) -> Tensor:
         return self.embedding.items.weight
 
+    def _whole_batch(self, input_ids: Tensor) -> bool:
+        return self.length_buckets <= 1 or input_ids.device.type != "cpu" or len(input_ids) < 2
+
     def trajectory(self, input_ids: Tensor) -> Trajectory:
-        if self.length_buckets <= 1 or input_ids.device.type != "cpu" or len(input_ids) < 2:
+        if self._whole_batch(input_ids):
             return self._trajectory(input_ids)
         length = input_ids.shape[1]
         groups, inverse = length_groups(input_ids > 0, self.length_buckets)
         parts = [self._trajectory(input_ids[rows, length - w :]) for rows, w in groups]
         return merge_groups(parts, inverse, length)
 
-    def _trajectory(self, input_ids: Tensor) -> Trajectory:
+    def _fused(self, input_ids: Tensor, last_only: bool) -> Fused:
         real = input_ids > 0  # (B, L)
         attn = attention_mask(input_ids)  # (B, 1, L, L)
         e0 = self.embedding(input_ids)  # (B, L, D)
@@ -117,21 +138,36 @@ class ADARec(nn.Module):
         n_levels, batch = levels.shape[:2]
         flat = levels.reshape(n_levels * batch, *levels.shape[2:])
         attn_all = attn.repeat(n_levels, 1, 1, 1)
-        fine = self.fine(flat, attn_all).view_as(levels)
-        coarse = fine if self.coarse is self.fine else self.coarse(flat, attn_all)
-        coarse = coarse.view_as(levels)
-        g = self.router(levels, real)  # (T+1, B, L)
-        used = mask.permute(2, 0, 1)  # (T+1, B, L)
+        fine = self.fine(flat, attn_all, last_only=last_only)
+        coarse = (fine if self.coarse is self.fine
+                  else self.coarse(flat, attn_all, last_only=last_only))
+        fine, coarse = (x.view(n_levels, batch, -1, x.shape[-1]) for x in (fine, coarse))
+        g = self.router(levels, real, last_only=last_only)  # (T+1, B, L)
+        used = mask.permute(2, 0, 1)[..., -g.shape[-1] :]  # (T+1, B, L)
         h = self.gate(aggregate(fine, used * g), aggregate(coarse, used * (1 - g)))
-        pooled = mean_pool(coarse.flatten(0, 1), real.repeat(n_levels, 1))
-        counts = torch.stack([depth.count.to(h.dtype), diffused.count.to(h.dtype)])
+        return Fused(h, coarse, g, depth, diffused)
+
+    def _trajectory(self, input_ids: Tensor) -> Trajectory:
+        f = self._fused(input_ids, last_only=False)
+        n_levels, batch = f.coarse.shape[:2]
+        pooled = mean_pool(f.coarse.flatten(0, 1), (input_ids > 0).repeat(n_levels, 1))
+        counts = torch.stack([f.depth.count.to(f.h.dtype), f.levels.count.to(f.h.dtype)])
         return Trajectory(
-            h, coarse[0], pooled.view(n_levels, batch, -1), depth.onehot[:, -1].detach(),
-            g[:, :, -1].detach(), depth.expl, diffused.deno, counts,
+            f.h, f.coarse[0], pooled.view(n_levels, batch, -1),
+            f.depth.onehot[:, -1].detach(), f.router[:, :, -1].detach(), f.depth.expl,
+            f.levels.deno, counts,
         )
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        return self.trajectory(input_ids).h
+    def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        """(B, L, D) fused representations; with ``last_only`` (B, 1, D), the last position's
+        alone, which is all that scoring reads, for less work (see `Transformer`)."""
+        if not last_only:
+            return self.trajectory(input_ids).h
+        if self._whole_batch(input_ids):
+            return self._fused(input_ids, last_only=True).h
+        (h,) = in_length_groups(lambda ids: (self._fused(ids, last_only=True).h,), input_ids,
+                                self.length_buckets, positional=(False,))
+        return h
 
     def encode_coarse(self, input_ids: Tensor) -> Tensor:
         """The coarse expert on the clean embedding: the encoder of the intent learning."""
@@ -157,7 +193,7 @@ class ADARec(nn.Module):
         return weigh(losses, self.loss_weights, stats)
 
     def score(self, input_ids: Tensor) -> Tensor:
-        return self(input_ids)[:, -1] @ self.item_table.T  # (B, C)
+        return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, C)
 
     def before_training(self, train_inputs: Tensor, seed: int) -> None:
         """k-means for the coarse side's intent centres, if any."""

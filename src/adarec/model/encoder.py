@@ -48,15 +48,20 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
+        """(B, L, D) -> (B, L, D); with ``last_only`` only the last position queries:
+        (B, 1, D)."""
         b, length, dim = x.shape
         q, k, v = self.qkv(x).split(dim, dim=-1)
+        if last_only:
+            q, mask = q[:, -1:], mask[..., -1:, :]
         # (B, nh, L, hs)
-        q, k, v = (t.view(b, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.reshape(b, -1, self.n_heads, dim // self.n_heads).transpose(1, 2)
+                   for t in (q, k, v))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.proj(y.transpose(1, 2).reshape(b, length, dim))
+        return self.proj(y.transpose(1, 2).reshape(b, q.shape[2], dim))
 
 
 class FeedForward(nn.Module):
@@ -80,8 +85,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(dim, eps=1e-12)
         self.drop = Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.ln1(x + self.drop(self.attn(x, mask)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
+        y = self.attn(x, mask, last_only)
+        x = self.ln1((x[:, -1:] if last_only else x) + self.drop(y))
         return self.ln2(x + self.drop(self.ff(x)))
 
 
@@ -108,20 +114,25 @@ class Transformer(nn.Module):
         )
         self.length_buckets = 8
 
-    def _layers(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, mask)
+    def _layers(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only and i == len(self.blocks) - 1)
         return x
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) with ``last_only``: the last position's
+        output alone (the last layer then computes no other query; scoring needs no more)."""
         if self.length_buckets <= 1 or x.device.type != "cpu" or x.shape[0] < 2:
-            return self._layers(x, mask)
+            return self._layers(x, mask, last_only)
         length = x.shape[1]
         # The last query sees every visible key of its row; the first of them fixes the width.
         groups, inverse = length_groups(mask[:, 0, -1, :], self.length_buckets)
+        widen = 0 if last_only else 1  # zeros on the left, back to width L
         parts = [
-            F.pad(self._layers(x[rows, length - w :], mask[rows, :, length - w :, length - w :]),
-                  (0, 0, length - w, 0))  # zeros on the left, back to width L
+            F.pad(self._layers(x[rows, length - w :], mask[rows, :, length - w :, length - w :],
+                               last_only), (0, 0, widen * (length - w), 0))
             for rows, w in groups
         ]
         # Back to the input's row order: one gather (its backward is one scatter).

@@ -24,7 +24,8 @@ def prefix_mean(x: Tensor, real: Tensor) -> Tensor:
 
 
 class ContentRouter(nn.Module):
-    """``g_k = sigmoid(MLP([Pool(Ehat_k) ; emb(k)]))``: (T+1, B, L, D) -> (T+1, B, L).
+    """``g_k = sigmoid(MLP([Pool(Ehat_k) ; emb(k)]))``: (T+1, B, L, D) -> (T+1, B, L), or
+    (T+1, B, 1) at the last position alone with ``last_only``.
 
     Pool is the mean over the items so far (`prefix_mean`), so the weight used at position t
     sees no later item; at the last position it is the paper's whole-sequence pool.
@@ -35,8 +36,10 @@ class ContentRouter(nn.Module):
         self.level_embedding = nn.Embedding(max_depth + 1, dim)
         self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1))
 
-    def forward(self, levels: Tensor, real: Tensor) -> Tensor:
+    def forward(self, levels: Tensor, real: Tensor, last_only: bool = False) -> Tensor:
         pooled = prefix_mean(levels, real)  # (T+1, B, L, D)
+        if last_only:
+            pooled = pooled[..., -1:, :]  # (T+1, B, 1, D)
         cond = self.level_embedding.weight[: levels.shape[0], None, None, :].expand_as(pooled)
         return torch.sigmoid(self.mlp(torch.cat([pooled, cond], -1))).squeeze(-1)
 
@@ -48,8 +51,9 @@ class ConstantRouter(nn.Module):
         super().__init__()
         self.value = value
 
-    def forward(self, levels: Tensor, real: Tensor) -> Tensor:
-        return levels.new_full(levels.shape[:3], self.value)
+    def forward(self, levels: Tensor, real: Tensor, last_only: bool = False) -> Tensor:
+        n_levels, batch, length = levels.shape[:3]
+        return levels.new_full((n_levels, batch, 1 if last_only else length), self.value)
 
 
 def aggregate(outputs: Tensor, weights: Tensor, eps: float = 1e-8) -> Tensor:

@@ -91,11 +91,12 @@ class ReleaseMember(nn.Module):
     def item_table(self) -> Tensor:
         return self.embedding.items.weight
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        return self.transformer(self.embedding(input_ids), attention_mask(input_ids))
+    def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        return self.transformer(self.embedding(input_ids), attention_mask(input_ids),
+                                last_only=last_only)
 
     def score(self, input_ids: Tensor) -> Tensor:
-        return self(input_ids)[:, -1] @ self.item_table.T  # (B, n_items + 2)
+        return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, n_items + 2)
 
     def _grouped(self, fn, input_ids: Tensor, positional: tuple[bool, ...]) -> list[Tensor]:
         if self.length_buckets <= 1 or input_ids.device.type != "cpu" or len(input_ids) < 2:

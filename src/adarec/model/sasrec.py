@@ -2,7 +2,8 @@
 
 Every model in this package has the same small interface (as in RecBole):
 
-* ``forward(input_ids) -> (B, L, D)`` sequence representations;
+* ``forward(input_ids, last_only=False) -> (B, L, D)`` sequence representations, or
+  (B, 1, D) at the last position alone (which is all that scoring needs, and cheaper);
 * ``loss(batch) -> LossOutput`` the training loss with its named parts;
 * ``score(input_ids) -> (B, C)`` scores of the next item after each input, C >= n_items + 1;
 * ``before_training(train_inputs, seed)`` run once before the first epoch.
@@ -49,8 +50,9 @@ class SASRec(nn.Module):
         """(C, D) item embeddings, shared by the input and the output."""
         return self.embedding.items.weight
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.transformer(self.embedding(input_ids), attention_mask(input_ids))
+    def forward(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        return self.transformer(self.embedding(input_ids), attention_mask(input_ids),
+                                last_only=last_only)
 
     def loss(self, batch: Batch) -> LossOutput:
         hidden = self(batch.inputs)  # (B, L, D)
@@ -60,7 +62,7 @@ class SASRec(nn.Module):
         return weigh(losses, self.loss_weights)
 
     def score(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self(input_ids)[:, -1] @ self.item_table.T  # (B, C)
+        return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, C)
 
     def before_training(self, train_inputs: torch.Tensor, seed: int) -> None:
         """Let each auxiliary part prepare itself (ELCRec: k-means on the centres)."""
