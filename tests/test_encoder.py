@@ -165,7 +165,7 @@ def test_length_buckets_give_the_same_real_outputs(buckets: int) -> None:
     mask = attention_mask(ids)
     enc.length_buckets = 1
     whole = enc(x, mask)
-    enc.length_buckets = buckets
+    enc.length_buckets, enc.group_cost = buckets, 0  # split wherever it saves a position
     grouped = enc(x, mask)
     visible = mask[:, 0, -1, :].int().cummax(-1).values.bool()  # from the first visible key on
     torch.testing.assert_close(grouped[visible], whole[visible], atol=1e-5, rtol=1e-5)
@@ -193,7 +193,7 @@ def test_length_buckets_leave_every_model_unchanged(preset: str) -> None:
     targets[ids == 0] = 0
     results = []
     for buckets in (1, 8):
-        set_length_buckets(model, buckets)
+        set_length_buckets(model, buckets, cost=0)  # tiny rows: split wherever it saves
         torch.manual_seed(1)
         member = next(iter(getattr(model, "members", [model])))
         if preset.startswith("release"):
@@ -278,7 +278,7 @@ def test_in_length_groups_widens_positional_outputs_and_keeps_row_order():
 def test_last_only_is_the_last_position_of_the_whole_output(buckets: int) -> None:
     torch.manual_seed(0)
     enc = Transformer(dim=16, n_layers=2, n_heads=2, attn_dropout=0.0, hidden_dropout=0.0).eval()
-    enc.length_buckets = buckets
+    enc.length_buckets, enc.group_cost = buckets, 0
     ids = _rows_with_holes()
     x = torch.randn(12, 12, 16)
     mask = attention_mask(ids)
@@ -300,7 +300,17 @@ def test_scores_read_the_last_position_of_the_full_forward(preset: str) -> None:
     ids = _rows_with_holes()
     ids[11, 3] = 5
     for buckets in (1, 8):
-        set_length_buckets(model, buckets)
+        set_length_buckets(model, buckets, cost=0)
         for member in getattr(model, "members", [model]):
             full = member(ids)[:, -1] @ member.item_table.T
             torch.testing.assert_close(member.score(ids), full, atol=1e-5, rtol=1e-5)
+
+
+def test_group_cost_falls_with_width_and_groups_collapse_when_they_do_not_pay():
+    from adarec.model.encoder import group_cost, length_groups
+
+    assert group_cost(256) == 32 and group_cost(64) == 512 and group_cost(1024) == 2
+    visible = torch.arange(50)[None, :] >= 50 - torch.tensor([3, 4, 48, 50])[:, None]
+    assert len(length_groups(visible, 8, 0)[0]) == 4
+    assert [w for _, w in length_groups(visible, 8, 40)[0]] == [4, 50]  # saves 92 > 40
+    assert [w for _, w in length_groups(visible, 8, 100)[0]] == [50]  # 92 < 100: one group

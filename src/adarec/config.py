@@ -192,8 +192,10 @@ class TrainConfig:
     batching: ``random`` (a random permutation cut into batches) or ``by_length`` (random
         pools of 50 batches sorted by length, batch order shuffled: less padding still, but
         batches of like rows train a little worse; see docs/benchmarks.md).
-    length_buckets: on the CPU, each encoder call runs its rows in this many groups of
-        similar length, each cut to its own width (same outputs, less work); 1 turns it off.
+    length_buckets: on the CPU, rows run in at most this many groups of similar length, each
+        cut to its own width, chosen to compute the fewest positions (same outputs, less
+        work): inside each encoder call, and around ADARec's whole trajectory and the release's
+        branches; 1 turns it off. GPUs always run the batch whole.
     compile: wrap the training step in ``torch.compile``; falls back to eager with a warning
         if compilation fails.
     compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs),

@@ -28,6 +28,7 @@ from adarec.model.encoder import (
     SequenceEmbedding,
     Transformer,
     attention_mask,
+    group_cost,
     in_length_groups,
     length_groups,
 )
@@ -111,6 +112,7 @@ class ADARec(nn.Module):
         self.cont_temperature = cont_temperature
         self.loss_weights = {"rec": 1.0, **loss_weights}
         self.length_buckets = 8
+        self.group_cost = group_cost(embedding.items.embedding_dim)
 
     @property
     def item_table(self) -> Tensor:
@@ -123,7 +125,7 @@ class ADARec(nn.Module):
         if self._whole_batch(input_ids):
             return self._trajectory(input_ids)
         length = input_ids.shape[1]
-        groups, inverse = length_groups(input_ids > 0, self.length_buckets)
+        groups, inverse = length_groups(input_ids > 0, self.length_buckets, self.group_cost)
         parts = [self._trajectory(input_ids[rows, length - w :]) for rows, w in groups]
         return merge_groups(parts, inverse, length)
 
@@ -166,7 +168,7 @@ class ADARec(nn.Module):
         if self._whole_batch(input_ids):
             return self._fused(input_ids, last_only=True).h
         (h,) = in_length_groups(lambda ids: (self._fused(ids, last_only=True).h,), input_ids,
-                                self.length_buckets, positional=(False,))
+                                self.length_buckets, (False,), self.group_cost)
         return h
 
     def encode_coarse(self, input_ids: Tensor) -> Tensor:

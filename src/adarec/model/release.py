@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from adarec.model.augment import random_augment
 from adarec.model.diffusion import roll_rows, run_gru
-from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask, in_length_groups
+from adarec.model.encoder import (
+    SequenceEmbedding,
+    Transformer,
+    attention_mask,
+    group_cost,
+    in_length_groups,
+)
 from adarec.model.intents import IntentCentres, cluster_loss, info_nce, mean_pool
 from adarec.model.losses import LossOutput, weigh
 from adarec.model.sasrec import Batch
@@ -84,8 +90,8 @@ class ReleaseMember(nn.Module):
         self.temperature = temperature
         self.length_buckets = 8
         # Fewer, wider groups than the encoder's: each group runs the controller's GRU over
-        # its own width, one step at a time (measured on Beauty: 128 beat 32 and 0).
-        self.group_cost = 128
+        # its own width, one step at a time (measured on Beauty at width 256: 128 beat 32, 0).
+        self.group_cost = 4 * group_cost(embedding.items.embedding_dim)
 
     @property
     def item_table(self) -> Tensor:
@@ -129,8 +135,8 @@ class ReleaseMember(nn.Module):
 
     def loss(self, batch: Batch) -> LossOutput:
         real = batch.inputs > 0
-        clean, noisy, w = self.branches(batch.inputs)
         views = torch.cat([random_augment(batch.inputs), random_augment(batch.inputs)])
+        clean, noisy, w = self.branches(batch.inputs)
         view_out, _ = self.noised(views)
         view_real = views > 0
         b = batch.inputs.shape[0]
