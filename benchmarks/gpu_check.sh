@@ -10,7 +10,8 @@
 #
 # Usage, from the repository root on the GPU machine (the dataset file and SHA256SUMS in
 # DATA_DIR):
-#   BUDGET_S=540 DATA_DIR=.gpu/data OUT=/some/dir [SUFFIX=toys] bash benchmarks/gpu_check.sh
+#   BUDGET_S=540 DATA_DIR=.gpu/data OUT=/some/dir [SUFFIX=toys] [BENCH=0] [GRAPHS=0] \
+#     bash benchmarks/gpu_check.sh
 # Output: $OUT/summary.txt (the step log) and $OUT/gpu.tar.gz (logs/, results/Beauty/).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -61,6 +62,8 @@ reproduce() {  # reproduce NAME LIMIT_S MINUTES PRESET [options...]
 step env 30 bash -c "nvidia-smi; $PY -c 'import torch, typer, sklearn, pandas, yaml, tqdm, \
 tensorboard; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'; \
 ls -l $ADAREC_DATA_DIR"
+# BENCH=0 skips the tests and benchmarks of A (a session for reproduction runs only).
+if [[ "${BENCH:-1}" == 1 ]]; then
 TAIL=25 step tests-cuda 90 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py
 bench sasrec-fast 40 sasrec-$SUFFIX 1 6 --eval-batch-sizes 2048 8192
 bench sasrec-fp32 40 sasrec-$SUFFIX 1 6 --set train.precision=fp32
@@ -76,6 +79,7 @@ if [[ "${GRAPHS:-1}" == 1 ]]; then
   bench adarec-graphs 100 adarec-$SUFFIX 1 2 --set train.compile=true \
     --set train.compile_mode=reduce-overhead
 fi
+fi  # BENCH
 
 # ---- B: reproduction runs with the time that is left
 minutes() { $PY -c "print(round(max($1, 0.25), 2))"; }

@@ -153,3 +153,38 @@ def test_initialise_refuses_too_few_samples() -> None:
         IntentCentres(4, 2).initialise(torch.randn(3, 2), seed=0)
     with pytest.raises(ValueError, match="shape"):
         IntentCentres(2, 2).initialise(torch.randn(5, 3), seed=0)
+
+
+@pytest.mark.parametrize("max_groups", [1, 3, 8])
+def test_flat_gram_is_the_dense_gram_of_masked_sequences(max_groups):
+    """Values and gradients (through the mask) of the grouped Gram matrix against the dense
+    one; rows of every length, a hole inside a row, an all-padding row."""
+    from adarec.model.intents import flat_gram
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([0, 1, 2, 3, 5, 8, 8, 12, 12, 7, 1, 4])
+    real = torch.arange(12)[None, :] >= 12 - lengths[:, None]  # right-aligned
+    real[7, 4] = False  # a hole
+    base = torch.randn(12, 12, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(12, 12, dtype=torch.float64)
+    grads = []
+    for gram in (lambda z: z.flatten(1) @ z.flatten(1).T,
+                 lambda z: flat_gram(z, max_groups=max_groups, cost=0)):
+        z = base * real.unsqueeze(-1)
+        out = gram(z)
+        (g,) = torch.autograd.grad((out * weights).sum(), base)
+        grads.append((out.detach(), g))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+
+
+def test_info_nce_with_flat_gram_matches_the_flattened_vectors():
+    from adarec.model.intents import flat_gram, info_nce
+
+    torch.manual_seed(1)
+    real = torch.arange(6)[None, :] >= 6 - torch.tensor([1, 3, 6, 2, 6, 4, 5, 1])[:, None]
+    z = torch.randn(8, 6, 4) * real.unsqueeze(-1)
+    a, b = z[:4], z[4:]
+    expected = info_nce(a.flatten(1), b.flatten(1), 0.5)
+    grouped = info_nce(a, b, 0.5, gram=lambda z: flat_gram(z, cost=0))
+    torch.testing.assert_close(grouped, expected)

@@ -37,7 +37,7 @@ from adarec.model.encoder import (
     group_cost,
     in_length_groups,
 )
-from adarec.model.intents import IntentCentres, cluster_loss, info_nce, mean_pool
+from adarec.model.intents import IntentCentres, cluster_loss, flat_gram, info_nce, mean_pool
 from adarec.model.losses import LossOutput, weigh
 from adarec.model.sasrec import Batch
 
@@ -140,7 +140,7 @@ class ReleaseMember(nn.Module):
         view_out, _ = self.noised(views)
         view_real = views > 0
         b = batch.inputs.shape[0]
-        flat = (view_out * view_real.unsqueeze(-1)).flatten(1)
+        flat = view_out * view_real.unsqueeze(-1)  # (2B, L, D), zero at padding
         pooled = mean_pool(view_out, view_real)
         clean_pooled = mean_pool(clean, real)
         _, intent = self.centres.nearest(clean_pooled.detach())
@@ -150,7 +150,7 @@ class ReleaseMember(nn.Module):
             "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, batch.inputs),
             "consistency": (sq * real).sum() / real.sum().clamp(min=1),
             "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
-            "instance": info_nce(flat[:b], flat[b:], self.temperature),
+            "instance": info_nce(flat[:b], flat[b:], self.temperature, gram=flat_gram),
             "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
             "intent": (info_nce(pooled[:b], intent, self.temperature)
                        + info_nce(pooled[b:], intent, self.temperature)) / 2,
