@@ -43,6 +43,7 @@ class IntentLearning(nn.Module):
         self.assign = assign
         self.ratios = {"crop_ratio": crop_ratio, "mask_ratio": mask_ratio,
                        "reorder_ratio": reorder_ratio}
+        self.length_buckets = 8  # the instance loss's Gram matrix on the CPU (`flat_gram`)
 
     @torch.no_grad()
     def initialise(self, encode: Encode, inputs: Tensor, seed: int, batch_size: int = 1024):
@@ -64,4 +65,5 @@ class IntentLearning(nn.Module):
         return intent_losses(
             mean_pool(clean_out, inputs > 0), (out1, out2), self.centres, fusion=self.fusion,
             temperature=self.temperature, view_masks=masks, assign=self.assign,
+            length_buckets=self.length_buckets,
         )

@@ -236,11 +236,11 @@ def in_length_groups(
 def set_length_buckets(model: nn.Module, buckets: int, cost: int | None = None) -> None:
     """Set ``length_buckets`` (and ``group_cost``, if given) on every module inside ``model``
     that runs its rows in length groups on the CPU (each `Transformer`, `ADARec` as a whole,
-    each release member; see there)."""
+    each release member, ELCRec's instance loss; see there)."""
     for module in model.modules():
         if hasattr(module, "length_buckets"):
             module.length_buckets = buckets
-            if cost is not None:
+            if cost is not None and hasattr(module, "group_cost"):
                 module.group_cost = cost
 
 

@@ -13,6 +13,7 @@ values, the gradient is projected onto the sphere), so no loss mutates a paramet
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
@@ -78,7 +79,7 @@ def info_nce(
     return F.cross_entropy(logits, labels)
 
 
-def flat_gram(z: Tensor, max_groups: int = 4, cost: int | None = None) -> Tensor:
+def flat_gram(z: Tensor, max_groups: int = 8, cost: int | None = None) -> Tensor:
     """``z.flatten(1) @ z.flatten(1).T`` for right-aligned sequences z (N, L, D) whose padding
     positions are zeros that no gradient needs to reach (masked outputs).
 
@@ -89,11 +90,10 @@ def flat_gram(z: Tensor, max_groups: int = 4, cost: int | None = None) -> Tensor
     are padding (the release's views on Beauty, see docs/benchmarks.md). Positions left of a
     row's width get no gradient, as if they were constant zeros. ``cost``: the price of a
     group (`length_groups`; default `group_cost` of the width). On a GPU it is one product
-    (grouping would wait for the device).
+    (grouping would wait for the device), as it is with ``max_groups <= 1``.
     """
-    if z.device.type != "cpu":
-        flat = z.flatten(1)
-        return flat @ flat.T
+    if z.device.type != "cpu" or max_groups <= 1:
+        return _self_dot(z)
     cost = group_cost(z.shape[-1]) if cost is None else cost
     groups, inverse = length_groups((z != 0).any(-1), max_groups, cost)
     order = torch.cat([rows for rows, _ in groups])
@@ -256,6 +256,7 @@ def intent_losses(
     temperature: float = 1.0,
     view_masks: tuple[Tensor | None, Tensor | None] = (None, None),
     assign: Assign = "position",
+    length_buckets: int = 8,
 ) -> IntentLosses:
     """ELCRec's clustering, instance and intent losses for one batch.
 
@@ -266,6 +267,8 @@ def intent_losses(
     view_masks: optional (B, L) real-item masks: pooling then averages real positions only and
         fused padding positions are zeroed before flattening; None = ELCRec's behaviour (all
         L positions count).
+    length_buckets: with masks, the instance loss's Gram matrix runs in at most this many
+        length groups on the CPU (`flat_gram`); 1 = one product.
 
     - cluster: ``cluster_loss(clean_pooled, centres)``;
     - instance: each view fused with its nearest centres, flattened to (B, L * D) or
@@ -279,7 +282,8 @@ def intent_losses(
         for out, m in zip(view_outputs, view_masks, strict=True)
     ]  # (B, L, D) or (B, L, 2D), flattened by the Gram matrix
     masked = all(m is not None for m in view_masks)  # zeros at padding: `flat_gram` applies
-    instance = info_nce(fused[0], fused[1], temperature, gram=flat_gram if masked else _self_dot)
+    gram = partial(flat_gram, max_groups=length_buckets) if masked else _self_dot
+    instance = info_nce(fused[0], fused[1], temperature, gram=gram)
     _, targets = centres.nearest(clean_pooled)  # (B, D)
     pooled = [mean_pool(out, m) for out, m in zip(view_outputs, view_masks, strict=True)]
     intent = (

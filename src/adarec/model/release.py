@@ -23,6 +23,7 @@ Two release defects are fixed and documented: the intent centres are initialised
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -150,7 +151,8 @@ class ReleaseMember(nn.Module):
             "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, batch.inputs),
             "consistency": (sq * real).sum() / real.sum().clamp(min=1),
             "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
-            "instance": info_nce(flat[:b], flat[b:], self.temperature, gram=flat_gram),
+            "instance": info_nce(flat[:b], flat[b:], self.temperature,
+                                 gram=partial(flat_gram, max_groups=self.length_buckets)),
             "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
             "intent": (info_nce(pooled[:b], intent, self.temperature)
                        + info_nce(pooled[b:], intent, self.temperature)) / 2,
