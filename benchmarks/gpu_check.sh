@@ -2,7 +2,8 @@
 # Everything one GPU session checks and measures, in one call, under one time budget:
 #   A (alone on the GPU): environment; tests/test_cuda.py; epoch benchmarks of the fast path
 #     and of the fp32 path (validation curves side by side) for sasrec/elcrec/adarec/release
-#     (the Beauty presets unless SUFFIX says otherwise), CUDA graphs through torch.compile;
+#     (the Beauty presets unless SUFFIX says otherwise), a profile of adarec and release steps
+#     (kernel time, kernels per step), CUDA graphs through torch.compile;
 #   B (what time is left): `adarec reproduce`: adarec-$SUFFIX in the background with
 #     most of the time, and release / sasrec / elcrec / adarec short5 one after the other
 #     beside it (their epoch times are then shared-GPU times; the benchmarks of A are not).
@@ -71,6 +72,11 @@ bench adarec-fast 70 adarec-$SUFFIX 1 3 --eval-batch-sizes 2048
 bench adarec-fp32 70 adarec-$SUFFIX 1 2 --set train.precision=fp32
 bench elcrec-fast 45 elcrec-$SUFFIX 1 3
 bench release-fast 70 release-$SUFFIX 1 3
+# Where a step's time goes on the GPU: kernel time against wall time, kernels per step.
+TAIL=40 step profile-adarec 60 "$PY" benchmarks/profile_step.py --preset adarec-$SUFFIX \
+  --device "$DEVICE" --steps 5 --rows 25 ${EXTRA[@]+"${EXTRA[@]}"}
+TAIL=40 step profile-release 60 "$PY" benchmarks/profile_step.py --preset release-$SUFFIX \
+  --device "$DEVICE" --steps 5 --rows 25 ${EXTRA[@]+"${EXTRA[@]}"}
 # CUDA graphs through torch.compile (the losses trace without graph breaks but at the GRUs);
 # GRAPHS=0 skips these two (compilation alone may take a minute).
 if [[ "${GRAPHS:-1}" == 1 ]]; then
