@@ -23,38 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
 
-from adarec.config import load_config
 from adarec.data.splits import TrainSplit
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate
-from adarec.model.build import build_model
-from adarec.model.encoder import set_length_buckets
 from adarec.train import (
-    autocast_dtype,
     commit_id,
     eval_batch_size,
     loss_function,
     make_optimizer,
-    prepare_data,
-    resolve_device,
-    seed_everything,
-    set_matmul_precision,
     train_epoch,
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", required=True, help="preset name (see `adarec presets`)")
-    p.add_argument("--dataset", help="benchmark name, 'synthetic' or 'file'")
-    p.add_argument("--data-dir", help="directory holding the benchmark files")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: the preset's train.device (auto = cuda when available)")
+    add_run_args(p)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs first (default 1)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override section.key=value (repeatable)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.add_argument("--train-rows", type=int, default=None,
                    help="time epochs over a random subset of N training rows and also report "
@@ -91,24 +78,9 @@ def _device_name(device: torch.device) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = list(args.overrides)
-    if args.dataset:
-        overrides.append(f"data.dataset={args.dataset}")
-    if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    if args.device:
-        overrides.append(f"train.device={args.device}")
-    config = load_config(args.preset, overrides=overrides)
+    config, device, autocast, splits, info, model = prepare_run(args)
     t = config.train
-
-    seed_everything(t.seed)
-    device = resolve_device(t.device)
-    set_matmul_precision(t.precision)
-    autocast = autocast_dtype(t.precision, device)
     by_length = t.batching == "by_length"
-    splits, info = prepare_data(config)
-    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
-    set_length_buckets(model, t.length_buckets)
     # The release's ensemble trains its members one after the other: an "epoch" of it is one
     # epoch of each member, and its validation is each member's own.
     members = list(getattr(model, "members", [model]))

@@ -19,35 +19,20 @@ import sys
 import time
 
 import torch
+from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
-from adarec.config import load_config
 from adarec.data.splits import trim_left
 from adarec.errors import AdarecError
-from adarec.model.build import build_model
-from adarec.model.encoder import set_length_buckets
 from adarec.model.sasrec import Batch
-from adarec.train import (
-    autocast_dtype,
-    make_optimizer,
-    prepare_data,
-    resolve_device,
-    seed_everything,
-    set_matmul_precision,
-)
+from adarec.train import make_optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", required=True, help="preset name (see `adarec presets`)")
-    p.add_argument("--dataset", help="benchmark name, 'synthetic' or 'file'")
-    p.add_argument("--data-dir", help="directory holding the benchmark files")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: the preset's train.device (auto = cuda when available)")
+    add_run_args(p)
     p.add_argument("--steps", type=int, default=5, help="profiled steps (default 5)")
     p.add_argument("--rows", type=int, default=25, help="operators to list (default 25)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override section.key=value (repeatable)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.rows < 1:
         p.error("--steps and --rows must be >= 1")
@@ -55,20 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    overrides = list(args.overrides)
-    for key, value in (("data.dataset", args.dataset), ("data.data_dir", args.data_dir),
-                       ("train.device", args.device)):
-        if value:
-            overrides.append(f"{key}={value}")
-    config = load_config(args.preset, overrides=overrides)
+    config, device, autocast, splits, _, model = prepare_run(args)
     t = config.train
-    seed_everything(t.seed)
-    device = resolve_device(t.device)
-    set_matmul_precision(t.precision)
-    autocast = autocast_dtype(t.precision, device)
-    splits, info = prepare_data(config)
-    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
-    set_length_buckets(model, t.length_buckets)
     member = next(iter(getattr(model, "members", [model])))  # one release member is a step
     train = splits.train.to(device)
     member.before_training(train.inputs[:2048], t.seed)
