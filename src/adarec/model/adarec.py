@@ -31,6 +31,7 @@ from adarec.model.encoder import (
     group_cost,
     in_length_groups,
     length_groups,
+    runs_whole,
 )
 from adarec.model.experts import Gate, aggregate, trajectory_contrast
 from adarec.model.intents import mean_pool
@@ -118,11 +119,8 @@ class ADARec(nn.Module):
     def item_table(self) -> Tensor:
         return self.embedding.items.weight
 
-    def _whole_batch(self, input_ids: Tensor) -> bool:
-        return self.length_buckets <= 1 or input_ids.device.type != "cpu" or len(input_ids) < 2
-
     def trajectory(self, input_ids: Tensor) -> Trajectory:
-        if self._whole_batch(input_ids):
+        if runs_whole(input_ids, self.length_buckets):
             return self._trajectory(input_ids)
         length = input_ids.shape[1]
         groups, inverse = length_groups(input_ids > 0, self.length_buckets, self.group_cost)
@@ -165,7 +163,7 @@ class ADARec(nn.Module):
         alone, which is all that scoring reads, for less work (see `Transformer`)."""
         if not last_only:
             return self.trajectory(input_ids).h
-        if self._whole_batch(input_ids):
+        if runs_whole(input_ids, self.length_buckets):
             return self._fused(input_ids, last_only=True).h
         (h,) = in_length_groups(lambda ids: (self._fused(ids, last_only=True).h,), input_ids,
                                 self.length_buckets, (False,), self.group_cost)

@@ -125,7 +125,7 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """(B, L, D) -> (B, L, D), or (B, 1, D) with ``last_only``: the last position's
         output alone (the last layer then computes no other query; scoring needs no more)."""
-        if self.length_buckets <= 1 or x.device.type != "cpu" or x.shape[0] < 2:
+        if runs_whole(x, self.length_buckets):
             return self._layers(x, mask, last_only)
         length = x.shape[1]
         # The last query sees every visible key of its row; the first of them fixes the width.
@@ -149,6 +149,12 @@ def group_cost(dim: int) -> int:
     ELCRec than 32).
     """
     return max(1, round(32 * (256 / dim) ** 2))
+
+
+def runs_whole(x: torch.Tensor, buckets: int) -> bool:
+    """Whether a batch ``x`` (rows first) runs whole rather than in length groups: on a GPU
+    (grouping would wait for the device), with ``buckets <= 1`` (off) or fewer than 2 rows."""
+    return buckets <= 1 or x.device.type != "cpu" or x.shape[0] < 2
 
 
 def length_groups(

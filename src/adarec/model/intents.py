@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from itertools import accumulate
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adarec.model.encoder import group_cost, length_groups
+from adarec.model.encoder import group_cost, length_groups, runs_whole
 
 Fusion = Literal["add", "concat"]
 Assign = Literal["position", "sequence"]
@@ -92,7 +93,7 @@ def flat_gram(z: Tensor, max_groups: int = 8, cost: int | None = None) -> Tensor
     group (`length_groups`; default `group_cost` of the width). On a GPU it is one product
     (grouping would wait for the device), as it is with ``max_groups <= 1``.
     """
-    if z.device.type != "cpu" or max_groups <= 1:
+    if runs_whole(z, max_groups):
         return _self_dot(z)
     cost = group_cost(z.shape[-1]) if cost is None else cost
     groups, inverse = length_groups((z != 0).any(-1), max_groups, cost)
@@ -110,7 +111,7 @@ class _GroupedGram(torch.autograd.Function):
         length, dim = z.shape[1:]
         parts = [z[rows, length - w :].flatten(1)
                  for rows, w in zip(order.split(sizes), widths, strict=True)]
-        starts = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+        starts = list(accumulate(sizes, initial=0))
         out = z.new_empty(len(order), len(order))
         for i, j in _pairs(len(parts)):
             cols = min(widths[i], widths[j]) * dim

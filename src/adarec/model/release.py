@@ -37,6 +37,7 @@ from adarec.model.encoder import (
     attention_mask,
     group_cost,
     in_length_groups,
+    runs_whole,
 )
 from adarec.model.intents import IntentCentres, cluster_loss, flat_gram, info_nce, mean_pool
 from adarec.model.losses import LossOutput, weigh
@@ -106,7 +107,7 @@ class ReleaseMember(nn.Module):
         return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, n_items + 2)
 
     def _grouped(self, fn, input_ids: Tensor, positional: tuple[bool, ...]) -> list[Tensor]:
-        if self.length_buckets <= 1 or input_ids.device.type != "cpu" or len(input_ids) < 2:
+        if runs_whole(input_ids, self.length_buckets):
             return list(fn(input_ids))
         return in_length_groups(fn, input_ids, self.length_buckets, positional,
                                 self.group_cost)
