@@ -149,12 +149,12 @@ def train_epoch(
     """One pass over the training rows in random order; returns the mean of each loss part.
 
     On the CPU each batch drops its all-padding columns first (positions count from the
-    right, so nothing changes but the cost; the encoder then groups rows by length, see
-    `Transformer`), and ``by_length`` batches rows of similar length (see `batch_rows`). On a GPU
-    trimming would cost a sync per step, so the loop there never waits for the device:
-    losses are summed on it and read once. ``autocast`` runs the forward pass and losses in
-    that dtype (bf16 on a GPU by default); ``loss_fn`` replaces ``model.loss`` (e.g. by a
-    compiled version).
+    right, so nothing changes but the cost; the models then run rows in length groups, see
+    `adarec.model.encoder.length_groups`), and ``by_length`` batches rows of similar length
+    (see `batch_rows`). On a GPU trimming would cost a sync per step, so the loop there never
+    waits for the device: losses are summed on it and read once. ``autocast`` runs the
+    forward pass and losses in that dtype (bf16 on a GPU by default); ``loss_fn`` replaces
+    ``model.loss`` (e.g. by a compiled version).
     """
     model.train()
     device = train.inputs.device
