@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from adarec.config import load_config
@@ -66,3 +67,39 @@ def test_ensemble_scores_are_the_mean_of_the_members():
     assert scores.shape == (8, 32)
     expected = (model.members[0].score(x) + model.members[1].score(x)) / 2
     assert torch.allclose(scores, expected)
+
+
+def _constant_noise(shape, like):
+    return torch.full(shape, 0.5, dtype=like.dtype, device=like.device)
+
+
+@pytest.mark.parametrize("buckets", [1, 8])
+def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch):
+    """`passes`: clean rows, then noised rows, as if each branch ran by itself (eval mode,
+    the same noise at every element, in length groups or whole)."""
+    from adarec.model.encoder import attention_mask, set_length_buckets
+    from adarec.model.release import ReleaseMember
+
+    monkeypatch.setattr(ReleaseMember, "noise", staticmethod(_constant_noise))
+    model = _ensemble().eval()
+    set_length_buckets(model, buckets, cost=0)
+    member = model.members[0]
+    x, _ = _batch(12)
+    for i in range(12):
+        x[i, : i % 7] = 0  # lengths 6..0 items shorter, so the groups differ
+    ids = torch.cat([x[:5], x, x.flip(0)])  # 5 clean rows, 24 noised
+    out, w = member.passes(ids, n_clean=5)
+
+    e0 = member.embedding(ids)
+    mask = attention_mask(ids)
+    w_ref = member.controller(e0[5:], ids[5:])
+    ab = member.alpha_bars[:, None, None, None]
+    mixed = (w_ref.T[:, :, None, None] * (ab.sqrt() * e0[5:] + (1 - ab).sqrt() * 0.5)).sum(0)
+    real = ids > 0
+    torch.testing.assert_close(out[:5][real[:5]],
+                               member.transformer(e0[:5], mask[:5])[real[:5]],
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[5:][real[5:]], member.transformer(mixed, mask[5:])[real[5:]],
+                               atol=1e-5, rtol=1e-5)
+    assert torch.equal(w[:5], torch.zeros(5, 2))
+    torch.testing.assert_close(w[5:], w_ref, atol=1e-6, rtol=1e-5)

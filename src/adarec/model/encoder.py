@@ -169,7 +169,8 @@ def length_groups(
     groups of rows x width``, plus ``group_cost`` per group (an exact dynamic programme over
     the distinct widths): on Beauty's random batches of 256 rows, 8 groups compute 1.11x the
     real positions where one whole batch computes 8.3x. Returns ``[(rows, width)]`` per group,
-    narrowest first, and the permutation that puts the groups' concatenated rows back in the
+    narrowest first, each group's rows in the input's order (so rows that lead the input lead
+    their group), and the permutation that puts the groups' concatenated rows back in the
     input's order.
     """
     length = visible.shape[1]
@@ -182,9 +183,9 @@ def length_groups(
     first = 0
     groups = []
     for end, width in ends:
-        groups.append((order[first:end], width))
+        groups.append((order[first:end].sort().values, width))
         first = end
-    return groups, torch.argsort(order)
+    return groups, torch.argsort(torch.cat([rows for rows, _ in groups]))
 
 
 def _cheapest_cuts(
@@ -215,8 +216,8 @@ def _cheapest_cuts(
 
 
 def in_length_groups(
-    fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], input_ids: torch.Tensor,
-    n_groups: int, positional: Sequence[bool], group_cost: int,
+    fn: Callable[..., Sequence[torch.Tensor]], input_ids: torch.Tensor,
+    n_groups: int, positional: Sequence[bool], group_cost: int, with_rows: bool = False,
 ) -> list[torch.Tensor]:
     """``fn(input_ids)``, computed group by group over rows of similar length (`length_groups`),
     each group cut to its own width, then put back together.
@@ -225,11 +226,13 @@ def in_length_groups(
     that output i is (b, w, ...), which comes back widened to the full width with zeros on the
     left (padding positions, which nothing may read); the other outputs are per row. For
     computations that read one row at a time, outputs at real positions are those of one call
-    on the whole batch.
+    on the whole batch. With ``with_rows``, ``fn`` also receives the group's row indices
+    (ascending) into ``input_ids``.
     """
     length = input_ids.shape[1]
     groups, inverse = length_groups(input_ids > 0, n_groups, group_cost)
-    parts = [fn(input_ids[rows, length - w :]) for rows, w in groups]
+    parts = [fn(input_ids[rows, length - w :], *([rows] if with_rows else []))
+             for rows, w in groups]
     merged = []
     for i, widen in enumerate(positional):
         values = [part[i] for part in parts]

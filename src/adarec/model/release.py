@@ -71,7 +71,7 @@ class Views(NamedTuple):
 class ReleaseMember(nn.Module):
     """One of the release's two models: SASRec + noised branch + ELCRec-style losses.
 
-    On the CPU the branches run their rows in ``length_buckets`` groups of similar length,
+    On the CPU the passes run their rows in ``length_buckets`` groups of similar length,
     each cut to its own width (see `in_length_groups`): the same outputs at real positions,
     for a fraction of the work on short-sequence data. On a GPU the batch runs whole.
     """
@@ -106,50 +106,59 @@ class ReleaseMember(nn.Module):
     def score(self, input_ids: Tensor) -> Tensor:
         return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, n_items + 2)
 
-    def _grouped(self, fn, input_ids: Tensor, positional: tuple[bool, ...]) -> list[Tensor]:
+    def passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
+        """Every encoder pass of a training step as one: the first ``n_clean`` rows of
+        ``input_ids`` (R, L) run the clean branch, the others the noised one (embedding mixed
+        by the controller's weights). Returns the outputs (R, L, D) and the mixing weights
+        (R, n_depths), zero for the clean rows.
+
+        One embedding, one controller and one encoder call for all rows, instead of one per
+        branch: fewer, larger operations (a GPU launches each one; see docs/benchmarks.md).
+        On the CPU the rows run in length groups, as `in_length_groups` says.
+        """
         if runs_whole(input_ids, self.length_buckets):
-            return list(fn(input_ids))
-        return in_length_groups(fn, input_ids, self.length_buckets, positional,
-                                self.group_cost)
+            return self._passes(input_ids, n_clean)
 
-    def branches(self, input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The clean branch's output, the noised branch's output, and the mixing weights."""
+        def group(ids: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+            # Rows keep the input's order in a group, so its clean rows lead it.
+            return self._passes(ids, int((rows < n_clean).sum()))
 
-        def both(ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return self(ids), *self._noised(ids)
-
-        clean, noisy, w = self._grouped(both, input_ids, (True, True, False))
-        return clean, noisy, w
-
-    def noised(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder output of the controller-mixed noised input, and the mixing weights."""
-        out, w = self._grouped(self._noised, input_ids, (True, False))
+        out, w = in_length_groups(group, input_ids, self.length_buckets, (True, False),
+                                  self.group_cost, with_rows=True)
         return out, w
 
-    def _noised(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
-        e0 = self.embedding(input_ids)  # (B, L, D)
-        w = self.controller(e0, input_ids)  # (B, n_depths)
+    def _passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
+        e0 = self.embedding(input_ids)  # (R, L, D)
+        e_noised = e0[n_clean:]
+        w = self.controller(e_noised, input_ids[n_clean:])  # (R - n_clean, n_depths)
         ab = self.alpha_bars[:, None, None, None]  # (n_depths, 1, 1, 1)
-        eps = torch.randn(len(ab), *e0.shape, device=e0.device, dtype=e0.dtype)
-        noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps  # (n_depths, B, L, D)
+        eps = self.noise((len(ab), *e_noised.shape), e0)
+        noisy = ab.sqrt() * e_noised + (1 - ab).sqrt() * eps  # (n_depths, R - n_clean, L, D)
         mixed = (w.T[:, :, None, None] * noisy).sum(0)
-        return self.transformer(mixed, attention_mask(input_ids)), w
+        out = self.transformer(torch.cat([e0[:n_clean], mixed]), attention_mask(input_ids))
+        return out, torch.cat([w.new_zeros(n_clean, w.shape[1]), w])
+
+    @staticmethod
+    def noise(shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """Standard normal noise for the noised branch (tests may replace it)."""
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
 
     def loss(self, batch: Batch) -> LossOutput:
-        real = batch.inputs > 0
-        views = torch.cat([random_augment(batch.inputs), random_augment(batch.inputs)])
-        clean, noisy, w = self.branches(batch.inputs)
-        view_out, _ = self.noised(views)
-        view_real = views > 0
-        b = batch.inputs.shape[0]
+        inputs = batch.inputs
+        b = inputs.shape[0]
+        views = torch.cat([random_augment(inputs), random_augment(inputs)])
+        # Rows: clean branch, noised branch, the two noised views.
+        out, w = self.passes(torch.cat([inputs, inputs, views]), n_clean=b)
+        clean, noisy, view_out, w = out[:b], out[b : 2 * b], out[2 * b :], w[b : 2 * b]
+        real, view_real = inputs > 0, views > 0
         flat = view_out * view_real.unsqueeze(-1)  # (2B, L, D), zero at padding
         pooled = mean_pool(view_out, view_real)
         clean_pooled = mean_pool(clean, real)
         _, intent = self.centres.nearest(clean_pooled.detach())
         sq = (noisy - clean.detach()).pow(2).mean(-1)  # (B, L)
         losses = {
-            "rec": self.rec_loss(clean, batch.targets, self.item_table, batch.inputs),
-            "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, batch.inputs),
+            "rec": self.rec_loss(clean, batch.targets, self.item_table, inputs),
+            "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, inputs),
             "consistency": (sq * real).sum() / real.sum().clamp(min=1),
             "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
             "instance": info_nce(flat[:b], flat[b:], self.temperature,
