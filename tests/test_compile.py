@@ -1,4 +1,4 @@
-"""TorchDynamo traces the GPU-path training losses without graph breaks where it can, so that
+"""TorchDynamo traces every GPU-path training loss as one graph, without breaks, so that
 `train.compile` (e.g. ``compile_mode=reduce-overhead``, CUDA graphs) captures whole steps.
 Traced with the eager backend: no compiler runs, so this is quick on the CPU."""
 
@@ -13,7 +13,7 @@ from adarec.config import load_config
 from adarec.model.build import build_model
 from adarec.model.encoder import set_length_buckets
 from adarec.model.sasrec import Batch
-from adarec.train import prepare_data, seed_everything
+from adarec.train import DYNAMO_CONFIG, prepare_data, seed_everything
 
 
 def _explain(preset: str, monkeypatch):
@@ -36,21 +36,21 @@ def _explain(preset: str, monkeypatch):
     member.train()
     dynamo.reset()
     batch = Batch(splits.train.inputs[:32], splits.train.targets[:32])
-    return dynamo.explain(member.loss)(batch)
+    with dynamo.config.patch(**DYNAMO_CONFIG):  # as `adarec.train.loss_function` compiles
+        return dynamo.explain(member.loss)(batch)
 
 
-@pytest.mark.parametrize("preset", ["default", "elcrec-beauty"])
+@pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty",
+                                    "release-beauty"])
 def test_loss_traces_as_one_graph(preset, monkeypatch):
     explained = _explain(preset, monkeypatch)
     reasons = [str(r.reason)[:120] for r in explained.break_reasons]
     assert explained.graph_break_count == 0, reasons
+    assert explained.graph_count == 1
 
 
-@pytest.mark.parametrize("preset", ["adarec-beauty", "release-beauty"])
-def test_only_the_gru_breaks_the_graph(preset, monkeypatch):
-    """Dynamo does not trace nn.GRU; nothing else may break the graph."""
-    explained = _explain(preset, monkeypatch)
-    for r in explained.break_reasons:
-        where = r.user_stack[-1].filename if r.user_stack else ""
-        assert where.endswith(("diffusion.py", "release.py")), str(r.reason)[:200]
-        assert "GRU" in str(r.reason) or "step_unsupported" in str(r.reason), str(r.reason)[:200]
+def test_without_allow_rnn_the_gru_would_break_the_graph(monkeypatch):
+    """Why `DYNAMO_CONFIG` sets ``allow_rnn``: by default Dynamo does not trace nn.GRU."""
+    monkeypatch.setitem(DYNAMO_CONFIG, "allow_rnn", False)
+    explained = _explain("release-beauty", monkeypatch)
+    assert explained.graph_break_count >= 1

@@ -96,6 +96,12 @@ def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> to
 LossFn = Callable[[Batch], LossOutput]
 
 
+# TorchDynamo settings for compiled losses: trace nn.GRU too (the depth controllers'), so a
+# whole training step is one graph and CUDA graphs (``compile_mode=reduce-overhead``) can
+# capture it whole; `tests/test_compile.py` checks that every model's loss is one graph.
+DYNAMO_CONFIG = {"allow_rnn": True}
+
+
 def loss_function(model: nn.Module, *, compile: bool = False, mode: str = "default") -> LossFn:
     """``model.loss``, or a compiled version of it (``torch.compile`` ``mode``) that falls
     back to eager on failure."""
@@ -107,7 +113,10 @@ def loss_function(model: nn.Module, *, compile: bool = False, mode: str = "defau
     def call(batch: Batch) -> LossOutput:
         if state["fn"] is compiled:
             try:
-                return compiled(batch)
+                with torch._dynamo.config.patch(**DYNAMO_CONFIG):
+                    # A new training step: CUDA graphs may reuse the last step's outputs.
+                    torch.compiler.cudagraph_mark_step_begin()
+                    return compiled(batch)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
                               "training continues in eager mode", stacklevel=2)
