@@ -70,20 +70,20 @@ if [[ "${BENCH:-1}" == 1 ]]; then
 TAIL=25 step tests-cuda 90 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py
 bench sasrec-fast 40 sasrec-$SUFFIX 1 6 --eval-batch-sizes 2048 8192
 bench adarec-fast 70 adarec-$SUFFIX 1 3 --eval-batch-sizes 2048
-# CUDA graphs through torch.compile (the losses trace without graph breaks but at the GRUs);
-# GRAPHS=0 skips these two (compilation alone may take a minute).
+bench release-fast 70 release-$SUFFIX 1 3
+# CUDA graphs through torch.compile (every loss traces as one graph, GRUs included);
+# GRAPHS=0 skips these (compilation alone may take a minute or two).
 if [[ "${GRAPHS:-1}" == 1 ]]; then
-  bench sasrec-graphs 75 sasrec-$SUFFIX 1 3 --set train.compile=true \
-    --set train.compile_mode=reduce-overhead
-  bench adarec-graphs 100 adarec-$SUFFIX 1 2 --set train.compile=true \
-    --set train.compile_mode=reduce-overhead
+  for p in adarec release sasrec; do
+    bench $p-graphs 100 $p-$SUFFIX 1 2 --set train.compile=true \
+      --set train.compile_mode=reduce-overhead
+  done
 fi
 # Where a step's time goes on the GPU: kernel time against wall time, kernels per step.
 TAIL=40 step profile-adarec 60 "$PY" benchmarks/profile_step.py --preset adarec-$SUFFIX \
   --device "$DEVICE" --steps 5 --rows 25 ${EXTRA[@]+"${EXTRA[@]}"}
 TAIL=40 step profile-release 60 "$PY" benchmarks/profile_step.py --preset release-$SUFFIX \
   --device "$DEVICE" --steps 5 --rows 25 ${EXTRA[@]+"${EXTRA[@]}"}
-bench release-fast 70 release-$SUFFIX 1 3
 bench elcrec-fast 45 elcrec-$SUFFIX 1 3
 bench sasrec-fp32 40 sasrec-$SUFFIX 1 6 --set train.precision=fp32
 bench adarec-fp32 70 adarec-$SUFFIX 1 2 --set train.precision=fp32

@@ -8,8 +8,10 @@ Usage (a script, not a test):
 Runs one untimed step, then ``--steps`` steps of random training batches (the same calls as
 `adarec.train.train_epoch`: trimmed batches on the CPU, autocast on a GPU) under
 `torch.profiler`, and prints the operators that took the most time (self time; CUDA time
-on a GPU) and the number of operator calls and CUDA kernel launches per step: on a GPU a step
-that launches thousands of small kernels is bound by launches, not arithmetic.
+on a GPU) and the number of operator calls, computing operator calls and CUDA kernel launches
+per step: on a GPU a step that launches thousands of small kernels is bound by launches, not
+arithmetic. ``--set train.length_buckets=1`` runs the CPU through the GPU's code path (whole
+batches), to count a GPU step's operators without a GPU.
 """
 
 from __future__ import annotations
@@ -82,12 +84,32 @@ def run(args: argparse.Namespace) -> None:
     print(events.table(sort_by=sort, row_limit=args.rows))
     ops = sum(e.count for e in events if e.key.startswith("aten::"))
     print(f"{args.preset} on {device}: {seconds * 1000:.1f} ms per step (profiled), "
-          f"{ops / args.steps:,.0f} aten operator calls per step (nested calls included)")
+          f"{ops / args.steps:,.0f} aten operator calls per step (nested calls included), "
+          f"{compute_ops(prof) / args.steps:,.0f} of them computing")
     if device.type == "cuda":
         kernels = [e for e in prof.events() if "CUDA" in str(e.device_type)]
         busy = sum(e.device_time for e in kernels) / 1000 / args.steps  # us -> ms
         print(f"{len(kernels) / args.steps:,.0f} CUDA kernels per step, "
               f"{busy:.1f} ms of kernel time per step")
+
+
+# Operators that only make views or allocate: no kernel of their own.
+NO_KERNEL = frozenset(f"aten::{name}" for name in (
+    "alias as_strided chunk contiguous detach empty empty_like empty_strided expand expand_as "
+    "lift_fresh narrow permute reshape _reshape_alias resolve_conj resolve_neg select slice "
+    "split squeeze t transpose unbind unsqueeze _unsafe_view view view_as").split())
+
+
+def compute_ops(prof: profile) -> int:
+    """Innermost aten operators that compute (no aten operator inside them, not a view or an
+    allocation): on a GPU, roughly one kernel launch each; on the CPU, a count to compare the
+    launches of two versions of the code by (a CPU GRU adds its per-step operators, where a
+    GPU runs a few cuDNN kernels)."""
+    return sum(
+        1 for e in prof.events()
+        if e.name.startswith("aten::") and e.name not in NO_KERNEL
+        and not any(c.name.startswith("aten::") for c in e.cpu_children)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
