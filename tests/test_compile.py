@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 import torch._dynamo as dynamo
 
-import adarec.model.diffusion as diffusion
-import adarec.model.release as release
 from adarec.config import load_config
 from adarec.model.build import build_model
 from adarec.model.encoder import set_length_buckets
@@ -16,11 +14,9 @@ from adarec.model.sasrec import Batch
 from adarec.train import DYNAMO_CONFIG, prepare_data, seed_everything
 
 
-def _explain(preset: str, monkeypatch):
-    # Emulate the GPU path on the CPU: whole batches, no boolean gathers, unpacked GRUs.
-    plain = diffusion.run_gru
-    monkeypatch.setattr(diffusion, "run_gru", lambda gru, x, lengths=None: plain(gru, x))
-    monkeypatch.setattr(release, "run_gru", lambda gru, x, lengths=None: plain(gru, x))
+def _explain(preset: str):
+    # The CPU through the GPU's code path: whole batches. While compiling, the CPU-only
+    # shortcuts (packed GRUs, gathering real positions) step aside by themselves.
     config = load_config(preset, overrides=[
         "data.dataset=synthetic", "data.synthetic_users=200", "model.hidden_size=16",
         "intents.n_intents=8", "adarec.max_depth=3"])
@@ -28,9 +24,6 @@ def _explain(preset: str, monkeypatch):
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len)
     set_length_buckets(model, 1)
-    for module in model.modules():
-        if hasattr(module, "gather_real"):
-            module.gather_real = False
     member = next(iter(getattr(model, "members", [model])))
     member.before_training(splits.train.inputs, 1)
     member.train()
@@ -42,8 +35,8 @@ def _explain(preset: str, monkeypatch):
 
 @pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty",
                                     "release-beauty"])
-def test_loss_traces_as_one_graph(preset, monkeypatch):
-    explained = _explain(preset, monkeypatch)
+def test_loss_traces_as_one_graph(preset):
+    explained = _explain(preset)
     reasons = [str(r.reason)[:120] for r in explained.break_reasons]
     assert explained.graph_break_count == 0, reasons
     assert explained.graph_count == 1
@@ -52,5 +45,5 @@ def test_loss_traces_as_one_graph(preset, monkeypatch):
 def test_without_allow_rnn_the_gru_would_break_the_graph(monkeypatch):
     """Why `DYNAMO_CONFIG` sets ``allow_rnn``: by default Dynamo does not trace nn.GRU."""
     monkeypatch.setitem(DYNAMO_CONFIG, "allow_rnn", False)
-    explained = _explain("release-beauty", monkeypatch)
+    explained = _explain("release-beauty")
     assert explained.graph_break_count >= 1

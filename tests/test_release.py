@@ -88,6 +88,7 @@ def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch
     for i in range(12):
         x[i, : i % 7] = 0  # lengths 6..0 items shorter, so the groups differ
     ids = torch.cat([x[:5], x, x.flip(0)])  # 5 clean rows, 24 noised
+    ids[0, :5] = 0  # a clean row alone at its width: a group with no noised row
     out, w = member.passes(ids, n_clean=5)
 
     e0 = member.embedding(ids)

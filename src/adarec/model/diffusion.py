@@ -57,10 +57,12 @@ def run_gru(gru: nn.GRU, x: Tensor, lengths: Tensor | None = None) -> Tensor:
     ``lengths`` (B,) says that row b's real steps are its first ``lengths[b]``. On the CPU the
     GRU then runs packed, over real steps only (outputs after a row's length are zeros,
     instead of the GRU running on over padding); on a GPU packing would cost a sync, so the
-    whole width runs. Outputs at real steps are the same either way.
+    whole width runs, as it does while compiling (a packed sequence breaks the graph).
+    Outputs at real steps are the same either way.
     """
     with torch.autocast(x.device.type, enabled=False):
-        if lengths is None or x.device.type != "cpu":
+        if (lengths is None or x.device.type != "cpu" or torch.compiler.is_compiling()
+                or len(x) == 0):  # nothing to pack
             out, _ = gru(x.float())
             return out
         packed = nn.utils.rnn.pack_padded_sequence(

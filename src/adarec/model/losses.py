@@ -46,12 +46,13 @@ def _positions(
     """(B, L, D), (B, L) -> (M, D), (M,) rows to score, targets 0 where padding; each
     ``extra`` (B, L) tensor (e.g. negatives) is cut the same way, (M,).
 
-    ``gather`` (default: on the CPU) keeps only the real positions, which saves work; on a
-    GPU every position is kept and padding targets are ignored by the loss instead, since a
-    boolean gather waits for the device at every step.
+    ``gather`` (default: on the CPU, unless compiling) keeps only the real positions, which
+    saves work; on a GPU every position is kept and padding targets are ignored by the loss
+    instead, since a boolean gather waits for the device at every step (and its shape, known
+    only at run time, would break a compiled graph).
     """
     if gather is None:
-        gather = hidden.device.type == "cpu"
+        gather = hidden.device.type == "cpu" and not torch.compiler.is_compiling()
     if gather:
         real = targets > 0
         return hidden[real], targets[real], *(x[real] for x in extra)
