@@ -78,6 +78,9 @@ if [[ "${GRAPHS:-1}" == 1 ]]; then
     bench $p-graphs 100 $p-$SUFFIX 1 2 --set train.compile=true \
       --set train.compile_mode=reduce-overhead
   done
+  # Compiled against eager loss parts, same random numbers (and step times).
+  step check-compile 120 "$PY" benchmarks/check_compile.py --preset release-$SUFFIX \
+    --device "$DEVICE" --mode reduce-overhead ${EXTRA[@]+"${EXTRA[@]}"}
 fi
 # Where a step's time goes on the GPU: kernel time against wall time, kernels per step.
 TAIL=40 step profile-adarec 60 "$PY" benchmarks/profile_step.py --preset adarec-$SUFFIX \

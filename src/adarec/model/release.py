@@ -129,13 +129,14 @@ class ReleaseMember(nn.Module):
 
     def _passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
         e0 = self.embedding(input_ids)  # (R, L, D)
-        e_noised = e0[n_clean:]
+        # Splits, not slices: a slice's gradient is a zero-filled tensor of the whole.
+        e_clean, e_noised = e0.split([n_clean, len(e0) - n_clean])
         w = self.controller(e_noised, input_ids[n_clean:])  # (R - n_clean, n_depths)
         ab = self.alpha_bars[:, None, None, None]  # (n_depths, 1, 1, 1)
         eps = self.noise((len(ab), *e_noised.shape), e0)
         noisy = ab.sqrt() * e_noised + (1 - ab).sqrt() * eps  # (n_depths, R - n_clean, L, D)
         mixed = (w.T[:, :, None, None] * noisy).sum(0)
-        out = self.transformer(torch.cat([e0[:n_clean], mixed]), attention_mask(input_ids))
+        out = self.transformer(torch.cat([e_clean, mixed]), attention_mask(input_ids))
         return out, torch.cat([w.new_zeros(n_clean, w.shape[1]), w])
 
     @staticmethod
@@ -149,7 +150,8 @@ class ReleaseMember(nn.Module):
         views = torch.cat([random_augment(inputs), random_augment(inputs)])
         # Rows: clean branch, noised branch, the two noised views.
         out, w = self.passes(torch.cat([inputs, inputs, views]), n_clean=b)
-        clean, noisy, view_out, w = out[:b], out[b : 2 * b], out[2 * b :], w[b : 2 * b]
+        clean, noisy, view_out = out.split([b, b, 2 * b])
+        w = w[b : 2 * b]
         real, view_real = inputs > 0, views > 0
         flat = view_out * view_real.unsqueeze(-1)  # (2B, L, D), zero at padding
         pooled = mean_pool(view_out, view_real)
