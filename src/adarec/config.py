@@ -195,10 +195,11 @@ class TrainConfig:
     length_buckets: on the CPU, rows run in at most this many groups of similar length, each
         cut to its own width, chosen to compute the fewest positions (same outputs, less
         work): inside each encoder call, around ADARec's whole trajectory and the release's
-        branches, and in the instance losses' Gram matrix of flattened views; 1 turns it
+        encoder passes, and in the instance losses' Gram matrix of flattened views; 1 turns it
         off. GPUs always run the batch whole.
-    compile: wrap the training step in ``torch.compile``; falls back to eager with a warning
-        if compilation fails.
+    compile: wrap the training loss in ``torch.compile`` (one graph per model, GRUs
+        included); falls back to eager with a warning if compilation fails. For GPUs: on
+        the CPU it is slower.
     compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs),
         ``max-autotune`` or ``max-autotune-no-cudagraphs``.
     max_minutes: wall-clock limit on training (each ensemble member gets an equal share);
