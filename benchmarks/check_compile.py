@@ -6,14 +6,16 @@ Usage (a script, not a test: compilation takes a minute or more):
         --set model.hidden_size=16 [--device cuda] [--mode reduce-overhead] [--steps 5]
 
 Builds the preset's model as `adarec train` does (one member of the release), draws one
-training batch, and computes the loss parts once in eager mode and once through
-`adarec.train.loss_function` with ``compile=True``, from the same seed, with Inductor's
-random numbers taken from eager's generator (``fallback_random``), so the two must agree to
-rounding; a compilation that fails (and would fall back to eager) fails the check. Before
-that, times ``--steps`` training steps (forward, backward, optimizer) each way, the compiled
-ones after the compiling step. On the CPU the batch runs whole (the GPU's code
+training batch, and prints how many graphs TorchDynamo makes of the loss (1: no breaks).
+Times ``--steps`` training steps (forward, backward, optimizer) in eager mode and through
+`adarec.train.loss_function` with ``compile=True``, the compiled ones after the compiling
+step, and says if Inductor skipped CUDA graphs. Then computes the loss parts and gradients
+in eager mode and with the compiled loss (its third call: a CUDA graph's replay) from the
+same seed, with Inductor's random numbers taken from eager's generator
+(``fallback_random``), so the two must agree to rounding. A compilation that fails (and
+would fall back to eager) fails the check. On the CPU the batch runs whole (the GPU's code
 path); compiled length groups would recompile for every new shape. Exits 1 if a loss part
-differs by more than ``--rtol``.
+or the gradient differs by more than ``--rtol`` (relative).
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch._dynamo as dynamo
 import torch._inductor.config as inductor_config
 from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
+from torch._dynamo.utils import counters
 
 from adarec.errors import AdarecError
 from adarec.model.encoder import set_length_buckets
 from adarec.model.sasrec import Batch
-from adarec.train import loss_function, make_optimizer
+from adarec.train import DYNAMO_CONFIG, loss_function, make_optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,10 +69,17 @@ def run(args: argparse.Namespace) -> bool:
         return torch.autocast(device.type, dtype=autocast or torch.float32,
                               enabled=autocast is not None)
 
-    def parts(fn) -> dict[str, float]:
-        torch.manual_seed(t.seed)
-        with autocast_on():
-            return {k: float(v) for k, v in fn(batch).parts.items()}
+    def outcome(fn, calls: int = 1) -> tuple[dict[str, float], torch.Tensor]:
+        """Loss parts and the gradient (all parameters, flat) of the last of ``calls`` calls
+        from the same seed (compiled: the third call replays a CUDA graph)."""
+        for _ in range(calls):
+            torch.manual_seed(t.seed)
+            with autocast_on():
+                out = fn(batch)
+            member.zero_grad(set_to_none=True)
+            out.total.backward()
+        grads = [p.grad.flatten() for p in member.parameters() if p.grad is not None]
+        return {k: float(v) for k, v in out.parts.items()}, torch.cat(grads).float()
 
     def seconds_per_step(fn) -> float:
         def step() -> None:
@@ -92,6 +103,8 @@ def run(args: argparse.Namespace) -> bool:
         torch._dynamo.reset()
         return loss_function(member, compile=True, mode=args.mode)
 
+    with dynamo.config.patch(**DYNAMO_CONFIG):  # as `loss_function` compiles
+        explained = dynamo.explain(member.loss)(batch)
     with warnings.catch_warnings():
         # `loss_function` falls back to eager with this warning: here that is a failure.
         warnings.filterwarnings("error", message="torch.compile failed")
@@ -100,17 +113,25 @@ def run(args: argparse.Namespace) -> bool:
         compiled_s = seconds_per_step(compiled())
         total_s = time.perf_counter() - start
         inductor_config.fallback_random = True  # the compiled graph draws eager's numbers
-        eager, traced = parts(member.loss), parts(compiled())
-    print(f"{args.preset} on {device}, mode {args.mode}: compiling and timing {total_s:.1f} s; "
-          f"training step eager {eager_s * 1000:.1f} ms, compiled {compiled_s * 1000:.1f} ms "
-          f"({eager_s / compiled_s:.2f}x)")
+        (eager, eager_grad), (traced, traced_grad) = outcome(member.loss), outcome(compiled(), 3)
+    skips = dict(counters["inductor"].get("cudagraph_skips", {}))
+    print(f"{args.preset} on {device}, mode {args.mode}: {explained.graph_count} graph(s), "
+          f"{explained.graph_break_count} break(s)"
+          + "".join(f"\n  break: {str(r.reason)[:150]}" for r in explained.break_reasons))
+    if skips:
+        print(f"CUDA graphs skipped: {skips}")
+    print(f"compiling and timing {total_s:.1f} s; training step eager {eager_s * 1000:.1f} ms, "
+          f"compiled {compiled_s * 1000:.1f} ms ({eager_s / compiled_s:.2f}x)")
     print(f"{'loss part':<14}{'eager':>14}{'compiled':>14}{'rel. diff':>12}")
     ok = True
     for name, value in eager.items():
         diff = abs(traced[name] - value) / max(abs(value), 1e-12)
         ok &= diff <= args.rtol
         print(f"{name:<14}{value:>14.6g}{traced[name]:>14.6g}{diff:>12.2e}")
-    print("loss parts agree" if ok else f"loss parts DIFFER by more than {args.rtol}")
+    grad_diff = float((traced_grad - eager_grad).norm() / eager_grad.norm().clamp(min=1e-12))
+    ok &= grad_diff <= args.rtol
+    print(f"{'gradient':<14}{'':>28}{grad_diff:>12.2e}  (|difference| / |eager|)")
+    print("compiled and eager agree" if ok else f"they DIFFER by more than {args.rtol}")
     return ok
 
 

@@ -11,10 +11,10 @@ from adarec.model.diffusion import linear_alpha_bars
 from adarec.model.sasrec import Batch
 
 
-def _ensemble():
+def _ensemble(*overrides: str):
     cfg = load_config("release-beauty", overrides=[
         "model.hidden_size=16", "intents.n_intents=4", "model.attn_dropout=0",
-        "model.hidden_dropout=0",
+        "model.hidden_dropout=0", *overrides,
     ])
     return build_model(cfg, n_items=30, max_len=10)
 
@@ -73,10 +73,11 @@ def _constant_noise(shape, like):
     return torch.full(shape, 0.5, dtype=like.dtype, device=like.device)
 
 
-@pytest.mark.parametrize("buckets", [1, 8])
+@pytest.mark.parametrize("buckets", [1, 3, 8])
 def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch):
     """`passes`: clean rows, then noised rows, as if each branch ran by itself (eval mode,
-    the same noise at every element, in length groups or whole)."""
+    the same noise at every element), whole or in length groups: 3 groups over 7 widths
+    mix widths in a group; 8 give each width its own, row 0 (clean) alone in one."""
     from adarec.model.encoder import attention_mask, set_length_buckets
     from adarec.model.release import ReleaseMember
 
@@ -84,11 +85,12 @@ def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch
     model = _ensemble().eval()
     set_length_buckets(model, buckets, cost=0)
     member = model.members[0]
-    x, _ = _batch(12)
-    for i in range(12):
-        x[i, : i % 7] = 0  # lengths 6..0 items shorter, so the groups differ
-    ids = torch.cat([x[:5], x, x.flip(0)])  # 5 clean rows, 24 noised
-    ids[0, :5] = 0  # a clean row alone at its width: a group with no noised row
+    member.alpha_bars.copy_(torch.tensor([0.3, 0.6]))  # the mixing weights matter
+    torch.manual_seed(0)
+    ids = torch.randint(1, 31, (29, 10))
+    lengths = [8] + [1 + i % 6 for i in range(28)]  # 5 clean rows first, then 24 noised
+    for row, n in enumerate(lengths):
+        ids[row, : 10 - n] = 0
     out, w = member.passes(ids, n_clean=5)
 
     e0 = member.embedding(ids)
@@ -104,3 +106,36 @@ def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch
                                atol=1e-5, rtol=1e-5)
     assert torch.equal(w[:5], torch.zeros(5, 2))
     torch.testing.assert_close(w[5:], w_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_each_branch_reaches_its_own_losses(monkeypatch):
+    """`loss` wires the one pass's rows to the losses: recommendation on the clean and the
+    noised branch, their consistency, and the entropy of the inputs' (not the views') mix."""
+    from adarec.model.encoder import attention_mask
+    from adarec.model.release import ReleaseMember
+
+    monkeypatch.setattr(ReleaseMember, "noise", staticmethod(_constant_noise))
+    member = _ensemble("model.rec_loss=ce").eval().members[0]
+    member.alpha_bars.copy_(torch.tensor([0.3, 0.6]))  # noise that moves the outputs far
+    with torch.no_grad():
+        member.item_table.mul_(50)  # logits far from uniform: losses that tell branches apart
+    x, y = _batch()
+    x[:3, :6] = 0  # some shorter rows
+    y[x == 0] = 0
+    parts = member.loss(Batch(x, y)).parts
+
+    e0 = member.embedding(x)
+    mask, real = attention_mask(x), x > 0
+    w = member.controller(e0, x)
+    ab = member.alpha_bars[:, None, None, None]
+    mixed = (w.T[:, :, None, None] * (ab.sqrt() * e0 + (1 - ab).sqrt() * 0.5)).sum(0)
+    clean, noisy = member.transformer(e0, mask), member.transformer(mixed, mask)
+    expected = {
+        "rec": member.rec_loss(clean, y, member.item_table, x),
+        "rec_noised": member.rec_loss(noisy, y, member.item_table, x),
+        "consistency": ((noisy - clean).pow(2).mean(-1) * real).sum() / real.sum(),
+        "expl": (w * w.log()).sum(-1).mean(),
+    }
+    assert abs(parts["rec"] - parts["rec_noised"]) > 1e-3  # a swap would show
+    for name, value in expected.items():
+        torch.testing.assert_close(parts[name], value.detach(), atol=1e-5, rtol=1e-5)

@@ -197,9 +197,9 @@ class TrainConfig:
         work): inside each encoder call, around ADARec's whole trajectory and the release's
         encoder passes, and in the instance losses' Gram matrix of flattened views; 1 turns it
         off. GPUs always run the batch whole.
-    compile: wrap the training loss in ``torch.compile`` (one graph per model, GRUs
-        included); falls back to eager with a warning if compilation fails. For GPUs: on
-        the CPU it is slower.
+    compile: wrap the training loss in ``torch.compile`` (on a GPU one graph per model,
+        GRUs included; on the CPU length groups break it); falls back to eager with a
+        warning if compilation fails. For GPUs: on the CPU it is slower.
     compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs),
         ``max-autotune`` or ``max-autotune-no-cudagraphs``.
     max_minutes: wall-clock limit on training (each ensemble member gets an equal share);

@@ -151,7 +151,7 @@ class ReleaseMember(nn.Module):
         # Rows: clean branch, noised branch, the two noised views.
         out, w = self.passes(torch.cat([inputs, inputs, views]), n_clean=b)
         clean, noisy, view_out = out.split([b, b, 2 * b])
-        w = w[b : 2 * b]
+        w = w.split([b, b, 2 * b])[1]
         real, view_real = inputs > 0, views > 0
         flat = view_out * view_real.unsqueeze(-1)  # (2B, L, D), zero at padding
         pooled = mean_pool(view_out, view_real)
