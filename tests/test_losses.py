@@ -180,7 +180,7 @@ def test_gathered_and_masked_padding_give_the_same_losses():
         values, grads = [], []
         for gather in (True, False):
             torch.manual_seed(1)  # the same negatives for both
-            loss = cls(10, gather_real=gather)(hidden, targets, items, inputs)
+            loss = cls(11, gather_real=gather)(hidden, targets, items, inputs)
             (grad,) = torch.autograd.grad(loss, hidden)
             values.append(loss)
             grads.append(grad)

@@ -74,11 +74,10 @@ class FullSoftmaxCE(nn.Module):
         inputs: torch.Tensor,
     ) -> torch.Tensor:
         h, y = _positions(hidden, targets, self.gather_real)
-        logits = h @ items.T  # (M, C)
-        cols = torch.arange(logits.shape[1], device=logits.device)
-        invalid = (cols == 0) | (cols > self.n_items)
-        logits = logits.masked_fill(invalid, float("-inf"))
-        return F.cross_entropy(logits.float(), y, ignore_index=0)
+        # Scores of real items only (column j: item j + 1), so the padding row and spare
+        # rows need no masking: no (M, C) mask to fill, copy and back-propagate.
+        logits = h @ items[1 : self.n_items + 1].T  # (M, n_items)
+        return F.cross_entropy(logits.float(), y - 1, ignore_index=-1)
 
 
 class SampledBCE(nn.Module):
