@@ -136,8 +136,9 @@ class Transformer(nn.Module):
                                last_only), (0, 0, widen * (length - w), 0))
             for rows, w in groups
         ]
-        # Back to the input's row order: one gather (its backward is one scatter).
-        return torch.cat(parts)[inverse]
+        # Back to the input's row order: one gather (its backward is one scatter; as an
+        # index_select, several times faster on the CPU than advanced indexing's).
+        return torch.cat(parts).index_select(0, inverse)
 
 
 def group_cost(dim: int) -> int:

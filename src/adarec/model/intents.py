@@ -99,7 +99,8 @@ def flat_gram(z: Tensor, max_groups: int = 8, cost: int | None = None) -> Tensor
     groups, inverse = length_groups((z != 0).any(-1), max_groups, cost)
     order = torch.cat([rows for rows, _ in groups])
     return _GroupedGram.apply(z, order, [w for _, w in groups],
-                              [len(rows) for rows, _ in groups])[inverse][:, inverse]
+                              [len(rows) for rows, _ in groups]
+                              ).index_select(0, inverse).index_select(1, inverse)
 
 
 class _GroupedGram(torch.autograd.Function):
@@ -205,7 +206,9 @@ class IntentCentres(nn.Module):
         """
         centres = self.unit()
         index = (x.detach() @ centres.detach().T).argmax(dim=-1)
-        return index, centres[index]
+        # index_select, not centres[index]: the same rows, and on the CPU a backward several
+        # times faster than advanced indexing's.
+        return index, centres.index_select(0, index.flatten()).view(*index.shape, -1)
 
     def fuse(
         self,
