@@ -24,7 +24,6 @@ Two release defects are fixed and documented: the intent centres are initialised
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -61,11 +60,6 @@ class ReleaseController(nn.Module):
         last = out[torch.arange(out.shape[0], device=out.device), (lengths - 1).clamp(min=0)]
         h = torch.cat([last, self.length_embedding(lengths)], dim=-1)
         return self.head(h).softmax(-1)
-
-
-class Views(NamedTuple):
-    outputs: Tensor  # (2B, L, D) noised-branch outputs of the two views
-    real: Tensor  # (2B, L)
 
 
 class ReleaseMember(nn.Module):
