@@ -157,11 +157,10 @@ class ReleaseMember(nn.Module):
             "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, inputs),
             "consistency": (sq * real).sum() / real.sum().clamp(min=1),
             "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
-            "instance": info_nce(flat[:b], flat[b:], self.temperature,
+            "instance": info_nce(*flat.split(b), self.temperature,
                                  gram=partial(flat_gram, max_groups=self.length_buckets)),
             "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
-            "intent": (info_nce(pooled[:b], intent, self.temperature)
-                       + info_nce(pooled[b:], intent, self.temperature)) / 2,
+            "intent": sum(info_nce(p, intent, self.temperature) for p in pooled.split(b)) / 2,
         }
         return weigh(losses, self.loss_weights)
 
