@@ -1,4 +1,4 @@
-"""build_splits on hand-checked cases (DESIGN.md section 2) and on the real Beauty counts."""
+"""build_splits on hand-checked cases (docs/protocol.md#splits) and on the real Beauty counts."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class IntentsConfig:
-    """ELCRec's learnable intents (used by ``elcrec``; DESIGN.md section 3).
+    """ELCRec's learnable intents (used by ``elcrec``; docs/method.md#elcrec-intents).
 
     n_intents: number of intent centres K (k-means initialised once before training).
     trade_off: weight of the clustering loss.
@@ -97,7 +97,7 @@ class IntentsConfig:
 
 @dataclass(frozen=True)
 class ADARecConfig:
-    """ADARec (used by ``adarec``; DESIGN.md section 4). The ablations of the paper's Table 4:
+    """ADARec (used by ``adarec``; docs/method.md#adarec). The ablations of the paper's Table 4:
     ``controller=fixed`` (without ADC), ``denoise=false`` (without HDA), ``experts=1``
     (ADC + HDA only), ``router=constant`` (without router), ``cont_weight=0`` (without
     L_cont), ``max_depth=0`` (HP-MoE only).
@@ -136,7 +136,7 @@ class ADARecConfig:
 
 @dataclass(frozen=True)
 class ReleaseConfig:
-    """The original release's two-model ensemble (used by ``release``; DESIGN.md section 5).
+    """The original release's two-model ensemble (used by ``release``; docs/release.md).
 
     depths: each member's candidate depths, members separated by ``;`` (``"4,5;9,10"``);
         depth d uses step d - 1 of the schedule (0-based), as the release does.

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation on the scores' device (DESIGN.md section 2).
+"""Full-ranking evaluation on the scores' device (docs/protocol.md#ranking-and-metrics).
 
 Every item is ranked for every user; the items of the user's whole history before the answer
 are excluded. ``history_mask="inf"`` (default, the clean protocol) sets the history, the

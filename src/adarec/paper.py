@@ -1,4 +1,4 @@
-"""The published numbers a reproduction is compared with (DESIGN.md section 6).
+"""The published numbers a reproduction is compared with (docs/paper-numbers.md).
 
 Test set, full ranking: HR@5, NDCG@5, HR@20, NDCG@20. "Table 1" is all users; "Table 2" is the
 sparse protocol (``shorten_seq_to = 5``). The SASRec row is the paper's BCE-trained SASRec.

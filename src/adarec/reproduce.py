@@ -172,11 +172,11 @@ def write_table(folder: Path) -> Path:
         "## Both history masks, and users with history <= 5",
         "",
         "`inf`: history and padding never ranked (the clean protocol); `zero`: the original "
-        "release's masking (DESIGN.md section 2).",
+        "release's masking ([protocol](../../docs/protocol.md#history-masks)).",
         "",
         *other_mask_rows(results),
         "",
-        "## The paper's numbers (DESIGN.md section 6)",
+        "## The paper's numbers ([docs](../../docs/paper-numbers.md))",
         "",
         "| table | model | " + " | ".join(METRICS) + " |",
         "|---|---|" + "---|" * len(METRICS),

@@ -345,7 +345,7 @@ def fit(
     t = config.train
     test_split = splits.test.to(device)
     model.eval()
-    # Both masking protocols (DESIGN.md section 2): ``test`` is the configured one.
+    # Both masking protocols (docs/protocol.md#history-masks): ``test`` is the configured one.
     test_by_mask = evaluate_masks(model.score, test_split, info.n_items,
                                   batch_size=eval_batch_size(t, device))
     test = test_by_mask[t.history_mask]

@@ -30,7 +30,7 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One registered benchmark file and the statistics it must have (DESIGN.md section 2)."""
+    """One registered benchmark file and the statistics it must have (docs/protocol.md#datasets)."""
 
     name: str
     filename: str

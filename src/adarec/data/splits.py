@@ -1,4 +1,4 @@
-"""Leave-one-out splits (DESIGN.md section 2), built with array operations, no per-user loop.
+"""Leave-one-out splits (docs/protocol.md#splits), built with array operations, no per-user loop.
 
 For a user sequence ``s`` of length ``n``:
 

@@ -1,4 +1,4 @@
-"""Summary statistics of a `Sequences` (the numbers of DESIGN.md's dataset table and more)."""
+"""Summary statistics of a `Sequences` (the numbers of docs/protocol.md#datasets and more)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ADARec as the paper states it (DESIGN.md section 4): depth controller -> hierarchical
+"""ADARec as the paper states it (docs/method.md#adarec): depth controller -> hierarchical
 diffusion -> two experts over every level -> router-weighted aggregates -> gate -> scores.
 
 Parts arrive built (see `adarec.model.build`); each ablation of the paper's Table 4 swaps or

@@ -1,4 +1,4 @@
-"""ADARec's adaptive depth controller and hierarchical diffusion augmentation (DESIGN.md 4.1-2).
+"""ADARec's adaptive depth controller and hierarchical diffusion (docs/method.md#adarec).
 
 Shapes: B users, L positions, D width, T = T_max levels; level 0 is the clean embedding E0,
 level k >= 1 is the one-step clean estimate of E0 after k noising steps. Every level of a batch

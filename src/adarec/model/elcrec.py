@@ -1,4 +1,4 @@
-"""ELCRec's intent learning as an auxiliary part of a sequence model (DESIGN.md section 3).
+"""ELCRec's intent learning as an auxiliary part of a model (docs/method.md#elcrec-intents).
 
 `IntentLearning` owns the learnable intent centres and, per batch, makes two augmented views of
 the inputs, encodes them together in ONE encoder pass (2B rows), and returns ELCRec's three

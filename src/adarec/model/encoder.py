@@ -1,4 +1,4 @@
-"""SASRec's transformer encoder (DESIGN.md section 3), nanoGPT-style small modules.
+"""SASRec's transformer encoder (docs/method.md#sasrec-encoder), nanoGPT-style small modules.
 
 Post-LN blocks as in SASRec/ICLRec: ``x = LN(x + Drop(Attn(x)))``, ``x = LN(x + Drop(FFN(x)))``
 with a 4x GELU feed-forward. Attention uses `scaled_dot_product_attention` with a causal +

@@ -1,4 +1,4 @@
-"""ADARec's Hierarchical Parsing Mixture-of-Experts (DESIGN.md section 4.3).
+"""ADARec's Hierarchical Parsing Mixture-of-Experts (docs/method.md#hierarchical-parsing-moe).
 
 Two transformer experts read every level of the trajectory: the fine expert (trained through
 the recommendation loss only) and the coarse expert (which also carries the trajectory

@@ -1,4 +1,4 @@
-"""ELCRec's learnable intent centres and its three auxiliary losses (DESIGN.md section 3).
+"""ELCRec's learnable intent centres and its three auxiliary losses (docs/method.md#elcrec-intents).
 
 Source checked: yueliu1999/ELCRec ``src/trainers.py`` (``ELCRecTrainer``, contrast_type
 "Hybrid"), ``src/modules.py`` (``NCELoss``, ``PCLoss``), ``src/models.py`` (``KMeans``); the

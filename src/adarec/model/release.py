@@ -1,4 +1,4 @@
-"""The original research release as a model (DESIGN.md section 5), built from the same parts.
+"""The original research release as a model (docs/release.md), built from the same parts.
 
 The release trains two *independent* ELCRec/SASRec members that differ only in their
 candidate depths ({4, 5} and {9, 10} on a 50-step linear schedule, depth d using step d - 1;
