@@ -28,13 +28,8 @@ from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside thi
 from adarec.data.splits import TrainSplit
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate
-from adarec.train import (
-    commit_id,
-    eval_batch_size,
-    loss_function,
-    make_optimizer,
-    train_epoch,
-)
+from adarec.setup import eval_batch_size, make_optimizer
+from adarec.train import commit_id, loss_function, train_epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_length = t.batching == "by_length"
     # The release's ensemble trains its members one after the other: an "epoch" of it is one
     # epoch of each member, and its validation is each member's own.
-    members = list(getattr(model, "members", [model]))
+    members = [stage.model for stage in model.stages()]
     train, valid = splits.train.to(device), splits.valid.to(device)
     full_rows = len(train)
     if args.train_rows is not None and args.train_rows < full_rows:

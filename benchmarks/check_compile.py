@@ -34,7 +34,8 @@ from torch._dynamo.utils import counters
 from adarec.errors import AdarecError
 from adarec.model.encoder import set_length_buckets
 from adarec.model.sasrec import Batch
-from adarec.train import DYNAMO_CONFIG, loss_function, make_optimizer
+from adarec.setup import make_optimizer
+from adarec.train import DYNAMO_CONFIG, loss_function
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> bool:
     config, device, autocast, splits, _, model = prepare_run(args)
     t = config.train
     set_length_buckets(model, 1)  # whole batches: one shape, one graph
-    member = next(iter(getattr(model, "members", [model])))
+    member = model.stages()[0].model
     train = splits.train.to(device)
     member.before_training(train.inputs[:2048], t.seed)
     member.train()

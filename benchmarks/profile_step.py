@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from adarec.data.splits import trim_left
 from adarec.errors import AdarecError
 from adarec.model.sasrec import Batch
-from adarec.train import make_optimizer
+from adarec.setup import make_optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     config, device, autocast, splits, _, model = prepare_run(args)
     t = config.train
-    member = next(iter(getattr(model, "members", [model])))  # one release member is a step
+    member = model.stages()[0].model  # one release member is a step
     train = splits.train.to(device)
     member.before_training(train.inputs[:2048], t.seed)
     optimizer = make_optimizer(member, t, device)

@@ -11,7 +11,8 @@ from adarec.config import load_config
 from adarec.model.build import build_model
 from adarec.model.encoder import set_length_buckets
 from adarec.model.sasrec import Batch
-from adarec.train import DYNAMO_CONFIG, prepare_data, seed_everything
+from adarec.setup import prepare_data, seed_everything
+from adarec.train import DYNAMO_CONFIG
 
 
 def _explain(preset: str):

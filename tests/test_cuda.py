@@ -13,14 +13,8 @@ import torch
 from adarec.config import load_config
 from adarec.evaluate import evaluate
 from adarec.model.build import build_model
-from adarec.train import (
-    fit,
-    make_optimizer,
-    prepare_data,
-    seed_everything,
-    set_matmul_precision,
-    train_epoch,
-)
+from adarec.setup import make_optimizer, prepare_data, seed_everything, set_matmul_precision
+from adarec.train import fit, train_epoch
 
 # ADAREC_TEST_GPU=cpu dry-runs this file on the CPU (the sync check needs CUDA).
 CUDA = torch.device(os.environ.get("ADAREC_TEST_GPU", "cuda"))

@@ -11,16 +11,8 @@ import torch
 from adarec.config import load_config
 from adarec.errors import AdarecError
 from adarec.model.build import build_model
-from adarec.train import (
-    autocast_dtype,
-    batch_rows,
-    fit,
-    loss_function,
-    make_optimizer,
-    prepare_data,
-    seed_everything,
-    train_epoch,
-)
+from adarec.setup import autocast_dtype, make_optimizer, prepare_data, seed_everything
+from adarec.train import batch_rows, fit, loss_function, train_epoch
 
 TINY = [
     "data.dataset=synthetic", "data.synthetic_users=150", "data.synthetic_items=60",
@@ -137,7 +129,7 @@ def test_batches_by_length_hold_similar_lengths_and_need_less_padding():
 
 
 def test_eval_batch_size_defaults_by_device_and_is_validated():
-    from adarec.train import eval_batch_size
+    from adarec.setup import eval_batch_size
 
     t = load_config("default").train
     assert eval_batch_size(t, CPU) == 512 and eval_batch_size(t, CUDA) == 2048

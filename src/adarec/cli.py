@@ -146,25 +146,14 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a trained model on the validation or test split (full ranking)."""
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
-    from adarec.data.splits import build_splits, left_pad
     from adarec.evaluate import evaluate
-    from adarec.train import configured_sequences, eval_batch_size, resolve_device
+    from adarec.setup import eval_batch_size, evaluation_split, resolve_device
 
-    if split not in ("valid", "test"):
-        raise AdarecError(f"--split must be valid or test, got {split!r}")
     path = run / "best.pt" if run.is_dir() else run
     model, cfg, info = model_from_checkpoint(load_checkpoint(path))
-    seqs = configured_sequences(cfg.data, str(data_dir) if data_dir else None)
-    if seqs.n_items > info.n_items:
-        raise AdarecError(f"{seqs.source} has {seqs.n_items} items but the model knows "
-                          f"{info.n_items}: not the data it was trained on")
+    ev = evaluation_split(cfg, info, split, data_dir=str(data_dir) if data_dir else None,
+                          shorten_seq_to=shorten_seq_to)
     k = shorten_seq_to if shorten_seq_to is not None else cfg.data.shorten_seq_to
-    splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
-    ev = getattr(splits, split)
-    if ev.inputs.shape[1] > info.max_len:
-        raise AdarecError(f"--shorten-seq-to {k} needs inputs of {k + 3} > the model's "
-                          f"max_len {info.max_len}")
-    ev.inputs = left_pad(ev.inputs, info.max_len)
     dev = resolve_device(device)
     model.to(dev).eval()
     mask = history_mask or cfg.train.history_mask
@@ -188,7 +177,7 @@ def recommend(
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
     from adarec.data.reader import read_sequences
     from adarec.recommend import recommend as top_k
-    from adarec.train import resolve_device
+    from adarec.setup import resolve_device
 
     path = run / "best.pt" if run.is_dir() else run
     model, _, info = model_from_checkpoint(load_checkpoint(path))

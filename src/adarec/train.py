@@ -18,79 +18,20 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint, save_checkpoint
-from adarec.config import DataConfig, RunConfig, TrainConfig, save_config
-from adarec.data.load import DataInfo, load_sequences, make_splits
-from adarec.data.sequences import Sequences
-from adarec.data.splits import Splits, TrainSplit, trim_left
-from adarec.errors import AdarecError
+from adarec.config import RunConfig, save_config
+from adarec.data.splits import TrainSplit, trim_left
 from adarec.evaluate import evaluate, evaluate_masks, item_counts, popularity_score_fn
-from adarec.model.build import build_model
-from adarec.model.encoder import set_length_buckets
+from adarec.model.interface import Stage
 from adarec.model.losses import LossOutput
 from adarec.model.sasrec import Batch
+from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
 
 SELECT_METRIC = "NDCG@20"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AdarecError("device 'cuda' was asked for but PyTorch sees no CUDA device")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def configured_sequences(d: DataConfig, data_dir: str | None = None) -> Sequences:
-    """The interactions ``d`` names (``data_dir`` overrides ``d.data_dir`` when given)."""
-    return load_sequences(
-        d.dataset, data_file=d.data_file, data_dir=data_dir or d.data_dir,
-        synthetic_users=d.synthetic_users, synthetic_items=d.synthetic_items,
-        synthetic_seed=d.synthetic_seed,
-    )
-
-
-def prepare_data(config: RunConfig) -> tuple[Splits, DataInfo]:
-    """Load the configured interactions and cut the leave-one-out splits."""
-    d = config.data
-    seqs = configured_sequences(d)
-    return make_splits(seqs, max_len=d.max_len, shorten_seq_to=d.shorten_seq_to)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of training steps: bf16 on a GPU under ``auto``, else none."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def set_matmul_precision(precision: str) -> None:
-    """fp32 matrix products: TF32 units on a GPU unless ``precision`` is ``fp32``."""
-    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
-
-
-def eval_batch_size(t: TrainConfig, device: torch.device) -> int:
-    """Users per full-ranking batch: the configured size, else 512 on a CPU, 2048 on a GPU."""
-    if t.eval_batch_size is not None:
-        return t.eval_batch_size
-    return 2048 if device.type == "cuda" else 512
-
-
-def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Adam:
-    """Adam with the configured lr and weight decay (the fused kernel on a GPU)."""
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                            fused=device.type == "cuda")
 
 
 LossFn = Callable[[Batch], LossOutput]
@@ -241,24 +182,24 @@ class Stopped:
 
 
 def train_to_early_stop(
-    model: nn.Module, *, whole: nn.Module, config: RunConfig, info: DataInfo, splits: Splits,
-    run_dir: Path, writer: Any, log_file: Any, progress: bool, tag: str = "",
+    stage: Stage, *, run: Run, run_dir: Path, writer: Any, log_file: Any, progress: bool,
     deadline: float | None = None,
 ) -> Stopped:
-    """Epoch loop: train, validate, keep the best checkpoint (of ``whole``), stop on patience.
+    """Epoch loop: train, validate, keep the best checkpoint (of the whole ``run.model``),
+    stop on patience.
 
-    ``model`` is what trains and is validated; ``whole`` is what is saved (the same module,
-    or the ensemble that ``model`` is a member of). ``deadline`` (a `time.perf_counter`
-    value) stops the loop before an epoch that would likely end after it. On return
-    ``whole`` holds the best state.
+    ``stage.model`` is what trains and is validated (the run's model, or one member of it);
+    ``deadline`` (a `time.perf_counter` value) stops the loop before an epoch that would
+    likely end after it. On return ``run.model`` holds the best state.
     """
+    config, info, model, tag = run.config, run.info, stage.model, stage.tag
     t = config.train
-    device = next(model.parameters()).device
-    train, valid = splits.train.to(device), splits.valid.to(device)
+    device = run.device
+    train, valid = run.splits.train.to(device), run.splits.valid.to(device)
     model.before_training(train.inputs, t.seed)
     optimizer = make_optimizer(model, t, device)
     loss_fn = loss_function(model, compile=t.compile, mode=t.compile_mode)
-    autocast = autocast_dtype(t.precision, device)
+    autocast = run.autocast
     by_length = t.batching == "by_length"
     generator = torch.Generator(device=device).manual_seed(t.seed)
     best, best_epoch, logs, reason = float("-inf"), 0, [], "max_epochs"
@@ -284,7 +225,7 @@ def train_to_early_stop(
         score = metrics["all"][SELECT_METRIC]
         if score > best:
             best, best_epoch = score, epoch
-            save_checkpoint(run_dir / "best.pt", model=whole, config=config, info=info,
+            save_checkpoint(run_dir / "best.pt", model=run.model, config=config, info=info,
                             epoch=epoch, metrics=metrics)
         bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
                         best=f"{best:.4f}@{best_epoch}")
@@ -294,7 +235,7 @@ def train_to_early_stop(
         if deadline is not None and time.perf_counter() + (t2 - t0) > deadline:
             reason = "time_limit" if epoch < t.max_epochs else reason
             break
-    whole.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
+    run.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
     return Stopped(best_epoch, logs, reason)
 
 
@@ -310,35 +251,31 @@ def fit(
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``config`` to early stopping, test the best checkpoint once, write the run.
 
-    The run directory is created only once the data has loaded. A model with ``members``
-    (the release's ensemble) trains each member on its own, with its own optimiser and early
-    stopping, and is tested as a whole. Returns the run directory and the results.
+    The run directory is created only once the data has loaded and the model is built.
+    Each of the model's `stages` (the model itself, or the release ensemble's members)
+    trains on its own, with its own optimiser and early stopping; the whole model is tested.
+    Returns the run directory and the results.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
-    seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
-    set_matmul_precision(config.train.precision)
-    splits, info = prepare_data(config)
+    run = setup_run(config)
+    device, splits, info, model = run.device, run.splits, run.info, run.model
     run_dir = new_run_dir(config, run_name)
     save_config(config, run_dir / "config.yaml")
-    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
-    set_length_buckets(model, config.train.length_buckets)
-    members = list(getattr(model, "members", [model]))
+    stages = model.stages()
     writer = SummaryWriter(str(run_dir / "tb"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     minutes = config.train.max_minutes
-    share = None if minutes is None else 60.0 * minutes / len(members)
+    share = None if minutes is None else 60.0 * minutes / len(stages)
     with open(run_dir / "metrics.jsonl", "w") as log_file:
         stops = [
             train_to_early_stop(
-                member, whole=model, config=config, info=info, splits=splits, run_dir=run_dir,
-                writer=writer, log_file=log_file, progress=progress,
-                tag=f"/member{i}" if len(members) > 1 else "",
+                stage, run=run, run_dir=run_dir, writer=writer, log_file=log_file,
+                progress=progress,
                 deadline=None if share is None else time.perf_counter() + share,
             )
-            for i, member in enumerate(members)
+            for stage in stages
         ]
     writer.close()
 

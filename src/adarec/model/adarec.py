@@ -35,6 +35,7 @@ from adarec.model.encoder import (
 )
 from adarec.model.experts import Gate, aggregate, trajectory_contrast
 from adarec.model.intents import mean_pool
+from adarec.model.interface import Model
 from adarec.model.losses import LossOutput, weigh
 from adarec.model.sasrec import Batch
 
@@ -87,7 +88,7 @@ def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Traje
     )
 
 
-class ADARec(nn.Module):
+class ADARec(Model):
     """See the module docstring. On the CPU, the whole trajectory runs its rows in
     ``length_buckets`` groups of similar length, each cut to its own width (every part of
     it but the batch-wide contrastive loss reads one row at a time), which saves most of

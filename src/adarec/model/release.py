@@ -3,7 +3,7 @@
 The release trains two *independent* ELCRec/SASRec members that differ only in their
 candidate depths ({4, 5} and {9, 10} on a 50-step linear schedule, depth d using step d - 1;
 i.e. ``alpha_bars[d - 1]``). Each member has its own embeddings, encoder, intent centres,
-optimiser and early stopping (the trainer handles `members`); the test score is the average
+optimiser and early stopping (`ReleaseEnsemble.stages`); the test score is the average
 of the members' full score vectors. Diffusion is used in training only.
 
 Per member and batch: a controller (GRU over the *detached* embedded input, last hidden state,
@@ -39,6 +39,7 @@ from adarec.model.encoder import (
     runs_whole,
 )
 from adarec.model.intents import IntentCentres, cluster_loss, flat_gram, info_nce, mean_pool
+from adarec.model.interface import Model, Stage
 from adarec.model.losses import LossOutput, weigh
 from adarec.model.sasrec import Batch
 
@@ -62,7 +63,7 @@ class ReleaseController(nn.Module):
         return self.head(h).softmax(-1)
 
 
-class ReleaseMember(nn.Module):
+class ReleaseMember(Model):
     """One of the release's two models: SASRec + noised branch + ELCRec-style losses.
 
     On the CPU the passes run their rows in ``length_buckets`` groups of similar length,
@@ -174,12 +175,18 @@ class ReleaseMember(nn.Module):
         self.train(was_training)
 
 
-class ReleaseEnsemble(nn.Module):
+class ReleaseEnsemble(Model):
     """The release's test-time model: the average of its members' full score vectors."""
 
     def __init__(self, members: list[ReleaseMember]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+
+    def stages(self) -> list[Stage]:
+        """Each member trains on its own, one after the other (as the release does)."""
+        if len(self.members) == 1:
+            return [Stage("", self.members[0])]
+        return [Stage(f"/member{i}", m) for i, m in enumerate(self.members)]
 
     def score(self, input_ids: Tensor) -> Tensor:
         return torch.stack([m.score(input_ids) for m in self.members]).mean(0)

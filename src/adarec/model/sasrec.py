@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
+from adarec.model.interface import Model
 from adarec.model.losses import LossOutput, weigh
 
 
@@ -31,7 +32,7 @@ class Batch(NamedTuple):
     targets: torch.Tensor
 
 
-class SASRec(nn.Module):
+class SASRec(Model):
     """A unidirectional transformer recommender (Kang & McAuley, 2018), plus optional parts."""
 
     def __init__(

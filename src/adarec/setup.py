@@ -1,0 +1,122 @@
+"""Run setup, shared by `adarec.train.fit`, ``adarec evaluate`` and the benchmarks: device,
+seed, matmul precision, the configured data, the model and its optimiser."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from adarec.config import DataConfig, RunConfig, TrainConfig
+from adarec.data.load import DataInfo, load_sequences, make_splits
+from adarec.data.sequences import Sequences
+from adarec.data.splits import EvalSplit, Splits, build_splits, left_pad
+from adarec.errors import AdarecError
+from adarec.model.build import build_model
+from adarec.model.encoder import set_length_buckets
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AdarecError("device 'cuda' was asked for but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def configured_sequences(d: DataConfig, data_dir: str | None = None) -> Sequences:
+    """The interactions ``d`` names (``data_dir`` overrides ``d.data_dir`` when given)."""
+    return load_sequences(
+        d.dataset, data_file=d.data_file, data_dir=data_dir or d.data_dir,
+        synthetic_users=d.synthetic_users, synthetic_items=d.synthetic_items,
+        synthetic_seed=d.synthetic_seed,
+    )
+
+
+def prepare_data(config: RunConfig) -> tuple[Splits, DataInfo]:
+    """Load the configured interactions and cut the leave-one-out splits."""
+    d = config.data
+    seqs = configured_sequences(d)
+    return make_splits(seqs, max_len=d.max_len, shorten_seq_to=d.shorten_seq_to)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training steps: bf16 on a GPU under ``auto``, else none."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def set_matmul_precision(precision: str) -> None:
+    """fp32 matrix products: TF32 units on a GPU unless ``precision`` is ``fp32``."""
+    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
+
+
+def eval_batch_size(t: TrainConfig, device: torch.device) -> int:
+    """Users per full-ranking batch: the configured size, else 512 on a CPU, 2048 on a GPU."""
+    if t.eval_batch_size is not None:
+        return t.eval_batch_size
+    return 2048 if device.type == "cuda" else 512
+
+
+def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with the configured lr and weight decay (the fused kernel on a GPU)."""
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                            fused=device.type == "cuda")
+
+
+class Run(NamedTuple):
+    """A configuration set up to train: its device, autocast dtype, data and model."""
+
+    config: RunConfig
+    device: torch.device
+    autocast: torch.dtype | None
+    splits: Splits  # still on the CPU
+    info: DataInfo
+    model: nn.Module  # on ``device``, length groups set
+
+
+def setup_run(config: RunConfig) -> Run:
+    """Seed, pick the device and matmul precision, load the data and build the model.
+
+    Every optimiser is made later, one per training stage (`make_optimizer`).
+    """
+    t = config.train
+    seed_everything(t.seed)
+    device = resolve_device(t.device)
+    set_matmul_precision(t.precision)
+    splits, info = prepare_data(config)
+    model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
+    set_length_buckets(model, t.length_buckets)
+    return Run(config, device, autocast_dtype(t.precision, device), splits, info, model)
+
+
+def evaluation_split(
+    config: RunConfig, info: DataInfo, split: str, *, data_dir: str | None = None,
+    shorten_seq_to: int | None = None,
+) -> EvalSplit:
+    """The ``split`` (valid or test) of the data a trained model's ``config`` names, cut as
+    it was for training (``shorten_seq_to`` overrides the configured sparse protocol) and
+    left-padded to the model's ``info.max_len``; data the model cannot read is an error."""
+    if split not in ("valid", "test"):
+        raise AdarecError(f"--split must be valid or test, got {split!r}")
+    seqs = configured_sequences(config.data, data_dir)
+    if seqs.n_items > info.n_items:
+        raise AdarecError(f"{seqs.source} has {seqs.n_items} items but the model knows "
+                          f"{info.n_items}: not the data it was trained on")
+    k = shorten_seq_to if shorten_seq_to is not None else config.data.shorten_seq_to
+    splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
+    ev = getattr(splits, split)
+    if ev.inputs.shape[1] > info.max_len:
+        raise AdarecError(f"--shorten-seq-to {k} needs inputs of {k + 3} > the model's "
+                          f"max_len {info.max_len}")
+    ev.inputs = left_pad(ev.inputs, info.max_len)
+    return ev
