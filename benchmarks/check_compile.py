@@ -33,7 +33,7 @@ from torch._dynamo.utils import counters
 
 from adarec.errors import AdarecError
 from adarec.model.encoder import set_length_buckets
-from adarec.model.sasrec import Batch
+from adarec.model.interface import Batch
 from adarec.setup import make_optimizer
 from adarec.train import DYNAMO_CONFIG, loss_function
 

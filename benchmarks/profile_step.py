@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from adarec.data.splits import trim_left
 from adarec.errors import AdarecError
-from adarec.model.sasrec import Batch
+from adarec.model.interface import Batch
 from adarec.setup import make_optimizer
 
 

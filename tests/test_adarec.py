@@ -17,7 +17,7 @@ from adarec.model.diffusion import (
     linear_alpha_bars,
 )
 from adarec.model.experts import ContentRouter, Gate, aggregate, prefix_mean, trajectory_contrast
-from adarec.model.sasrec import Batch
+from adarec.model.interface import Batch
 
 ABLATIONS = {
     "full": [],
@@ -211,7 +211,7 @@ def test_packing_the_controller_gru_changes_no_loss_or_score(preset, monkeypatch
     import adarec.model.release as release
     from adarec.config import load_config
     from adarec.model.build import build_model
-    from adarec.model.sasrec import Batch
+    from adarec.model.interface import Batch
 
     config = load_config(preset, overrides=["model.hidden_size=16", "intents.n_intents=4",
                                             "adarec.max_depth=3"])

@@ -10,7 +10,7 @@ import torch._dynamo as dynamo
 from adarec.config import load_config
 from adarec.model.build import build_model
 from adarec.model.encoder import set_length_buckets
-from adarec.model.sasrec import Batch
+from adarec.model.interface import Batch
 from adarec.setup import prepare_data, seed_everything
 from adarec.train import DYNAMO_CONFIG
 

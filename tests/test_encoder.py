@@ -179,7 +179,7 @@ def test_length_buckets_give_the_same_real_outputs(buckets: int) -> None:
 @pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty", "release-beauty"])
 def test_length_buckets_leave_every_model_unchanged(preset: str, monkeypatch) -> None:
     """Scores and (eval-mode, same random draws) losses with and without length groups."""
-    from adarec.model.sasrec import Batch
+    from adarec.model.interface import Batch
 
     config = load_config(preset, overrides=["model.hidden_size=16", "intents.n_intents=4",
                                             "adarec.max_depth=3", "model.hidden_dropout=0.0",

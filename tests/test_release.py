@@ -8,7 +8,7 @@ import torch
 from adarec.config import load_config
 from adarec.model.build import build_model
 from adarec.model.diffusion import linear_alpha_bars
-from adarec.model.sasrec import Batch
+from adarec.model.interface import Batch
 
 
 def _ensemble(*overrides: str):

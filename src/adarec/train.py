@@ -26,9 +26,8 @@ from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
 from adarec.data.splits import TrainSplit, trim_left
 from adarec.evaluate import evaluate, evaluate_masks, item_counts, popularity_score_fn
-from adarec.model.interface import Stage
+from adarec.model.interface import Batch, Stage
 from adarec.model.losses import LossOutput
-from adarec.model.sasrec import Batch
 from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
 
 SELECT_METRIC = "NDCG@20"

@@ -35,9 +35,8 @@ from adarec.model.encoder import (
 )
 from adarec.model.experts import Gate, aggregate, trajectory_contrast
 from adarec.model.intents import mean_pool
-from adarec.model.interface import Model
+from adarec.model.interface import Batch, SequenceModel
 from adarec.model.losses import LossOutput, weigh
-from adarec.model.sasrec import Batch
 
 
 class Trajectory(NamedTuple):
@@ -88,7 +87,7 @@ def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Traje
     )
 
 
-class ADARec(Model):
+class ADARec(SequenceModel):
     """See the module docstring. On the CPU, the whole trajectory runs its rows in
     ``length_buckets`` groups of similar length, each cut to its own width (every part of
     it but the batch-wide contrastive loss reads one row at a time), which saves most of
@@ -115,10 +114,6 @@ class ADARec(Model):
         self.loss_weights = {"rec": 1.0, **loss_weights}
         self.length_buckets = 8
         self.group_cost = group_cost(embedding.items.embedding_dim)
-
-    @property
-    def item_table(self) -> Tensor:
-        return self.embedding.items.weight
 
     def trajectory(self, input_ids: Tensor) -> Trajectory:
         if runs_whole(input_ids, self.length_buckets):
@@ -193,13 +188,8 @@ class ADARec(Model):
         }
         return weigh(losses, self.loss_weights, stats)
 
-    def score(self, input_ids: Tensor) -> Tensor:
-        return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, C)
-
     def before_training(self, train_inputs: Tensor, seed: int) -> None:
         """k-means for the coarse side's intent centres, if any."""
-        was_training = self.training
-        self.eval()
-        for part in self.aux.values():
-            part.initialise(self.encode_coarse, train_inputs, seed)
-        self.train(was_training)
+        with self.evaluating():
+            for part in self.aux.values():
+                part.initialise(self.encode_coarse, train_inputs, seed)

@@ -2,18 +2,38 @@
 
 A model maps left-padded item ids (B, L), 0 = padding, to:
 
+* ``item_table`` (C, D): the item embeddings the outputs are scored against;
 * ``loss(batch) -> LossOutput``: the training loss with its named parts;
 * ``score(input_ids) -> (B, C)``: scores of the next item after each input, C >= n_items + 1;
-* ``before_training(train_inputs, seed)``: run once before its first epoch (k-means);
+* ``before_training(train_inputs, seed)``: run once before its first epoch (k-means), inside
+  ``evaluating()``, which switches to eval mode (no dropout) and then restores the mode;
 * ``stages() -> list[Stage]``: what trains, one after the other, each with its own optimiser
   and early stopping: the model itself, or (the release's ensemble) each of its members.
+
+`Recommender` is the interface as a `Protocol` (every built model satisfies it;
+``tests/test_interface.py`` checks); `Model` and `SequenceModel` are the small base
+classes that give its shared parts once.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
-from torch import nn
+from torch import Tensor, nn
+
+from adarec.model.encoder import attention_mask
+
+if TYPE_CHECKING:
+    from adarec.model.losses import LossOutput
+
+
+class Batch(NamedTuple):
+    """Training rows: ``inputs`` and next-item ``targets``, both (B, L) int64, 0 = padding."""
+
+    inputs: Tensor
+    targets: Tensor
 
 
 class Stage(NamedTuple):
@@ -24,9 +44,63 @@ class Stage(NamedTuple):
     model: nn.Module
 
 
+@runtime_checkable
+class Recommender(Protocol):
+    """What the training loop, the evaluation and the CLI use of a model."""
+
+    @property
+    def item_table(self) -> Tensor: ...
+
+    def loss(self, batch: Batch) -> LossOutput: ...
+
+    def score(self, input_ids: Tensor) -> Tensor: ...
+
+    def evaluating(self) -> AbstractContextManager[None]: ...
+
+    def before_training(self, train_inputs: Tensor, seed: int) -> None: ...
+
+    def stages(self) -> list[Stage]: ...
+
+
 class Model(nn.Module):
-    """What every model shares, whatever its parts: it trains as one stage by default."""
+    """What every model shares, whatever its parts."""
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) inside the block, the previous mode after it: for set-up
+        passes such as the k-means initialisation of intent centres."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    def before_training(self, train_inputs: Tensor, seed: int) -> None:
+        """Nothing to prepare by default."""
 
     def stages(self) -> list[Stage]:
         """The parts that train one after the other (see `Stage`): here the model itself."""
         return [Stage("", self)]
+
+
+class SequenceModel(Model):
+    """A model with an ``embedding`` (`SequenceEmbedding`) whose item table also scores the
+    outputs, and (unless it overrides ``forward``) a ``transformer`` over the embedding."""
+
+    embedding: nn.Module
+    transformer: nn.Module
+
+    @property
+    def item_table(self) -> Tensor:
+        """(C, D) item embeddings, shared by the input and the output."""
+        return self.embedding.items.weight
+
+    def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        """(B, L) ids -> (B, L, D) sequence representations, or (B, 1, D) at the last
+        position alone (all that scoring needs, and cheaper)."""
+        return self.transformer(self.embedding(input_ids), attention_mask(input_ids),
+                                last_only=last_only)
+
+    def score(self, input_ids: Tensor) -> Tensor:
+        return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, C)

@@ -39,9 +39,8 @@ from adarec.model.encoder import (
     runs_whole,
 )
 from adarec.model.intents import IntentCentres, cluster_loss, flat_gram, info_nce, mean_pool
-from adarec.model.interface import Model, Stage
+from adarec.model.interface import Batch, Model, SequenceModel, Stage
 from adarec.model.losses import LossOutput, weigh
-from adarec.model.sasrec import Batch
 
 
 class ReleaseController(nn.Module):
@@ -63,7 +62,7 @@ class ReleaseController(nn.Module):
         return self.head(h).softmax(-1)
 
 
-class ReleaseMember(Model):
+class ReleaseMember(SequenceModel):
     """One of the release's two models: SASRec + noised branch + ELCRec-style losses.
 
     On the CPU the passes run their rows in ``length_buckets`` groups of similar length,
@@ -89,17 +88,6 @@ class ReleaseMember(Model):
         # Fewer, wider groups than the encoder's: each group runs the controller's GRU over
         # its own width, one step at a time (measured on Beauty at width 256: 128 beat 32, 0).
         self.group_cost = 4 * group_cost(embedding.items.embedding_dim)
-
-    @property
-    def item_table(self) -> Tensor:
-        return self.embedding.items.weight
-
-    def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
-        return self.transformer(self.embedding(input_ids), attention_mask(input_ids),
-                                last_only=last_only)
-
-    def score(self, input_ids: Tensor) -> Tensor:
-        return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, n_items + 2)
 
     def passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
         """Every encoder pass of a training step as one: the first ``n_clean`` rows of
@@ -168,11 +156,9 @@ class ReleaseMember(Model):
     @torch.no_grad()
     def before_training(self, train_inputs: Tensor, seed: int) -> None:
         """k-means initialisation of the centres (the release leaves them uninitialised)."""
-        was_training = self.training
-        self.eval()
-        reps = [mean_pool(self(c), c > 0) for c in train_inputs.split(1024)]
+        with self.evaluating():
+            reps = [mean_pool(self(c), c > 0) for c in train_inputs.split(1024)]
         self.centres.initialise(torch.cat(reps).float(), seed=seed)
-        self.train(was_training)
 
 
 class ReleaseEnsemble(Model):
@@ -188,5 +174,22 @@ class ReleaseEnsemble(Model):
             return [Stage("", self.members[0])]
         return [Stage(f"/member{i}", m) for i, m in enumerate(self.members)]
 
+    @property
+    def item_table(self) -> Tensor:
+        """(M, C, D) the members' item tables, one per member (each scores its own)."""
+        return torch.stack([m.item_table for m in self.members])
+
     def score(self, input_ids: Tensor) -> Tensor:
         return torch.stack([m.score(input_ids) for m in self.members]).mean(0)
+
+    def loss(self, batch: Batch) -> LossOutput:
+        """The sum of the members' losses, parts named ``member<i>/<part>``. Not what `fit`
+        trains (each member trains on its own, see `stages`); for one joint step."""
+        outs = [m.loss(batch) for m in self.members]
+        parts = {f"member{i}/{k}": v for i, o in enumerate(outs) for k, v in o.parts.items()}
+        stats = {f"member{i}/{k}": v for i, o in enumerate(outs) for k, v in o.stats.items()}
+        return LossOutput(sum(o.total for o in outs), parts, stats)
+
+    def before_training(self, train_inputs: Tensor, seed: int) -> None:
+        for m in self.members:
+            m.before_training(train_inputs, seed)
