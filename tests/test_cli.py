@@ -245,6 +245,8 @@ ERRORS = {
     "evaluate-truncated-checkpoint": "best.pt",
     "evaluate-bad-split": "--split",
     "import-missing-column": "timestamp",
+    "evaluate-shorten-zero": "--shorten-seq-to must be >= 1",
+    "more-intents-than-rows": "k-means needs at least 5000",
 }
 GARBAGE = "evaluate-garbage-checkpoint"
 
@@ -271,6 +273,11 @@ def errors(cli: Cli, trained, tmp_path_factory) -> dict[str, subprocess.Complete
         "evaluate-truncated-checkpoint": ["evaluate", tmp / "truncated"],  # the run-dir form
         "evaluate-bad-split": ["evaluate", run_dir, "--split", "train"],
         "import-missing-column": ["data", "import", tmp / "log.csv", tmp / "out.txt"],
+        "evaluate-shorten-zero": ["evaluate", run_dir, "--shorten-seq-to", "0"],
+        "more-intents-than-rows": [
+            "train", "--preset", "elcrec-beauty", "--dataset", "synthetic", "--set",
+            "intents.n_intents=5000", "--set", "model.hidden_size=8", "--max-epochs", "1",
+            "--device", "cpu", *TINY, *out],
         GARBAGE: ["evaluate", tmp / "garbage" / "best.pt"],
     }
     return cli.run_all(commands)

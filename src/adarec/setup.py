@@ -113,6 +113,8 @@ def evaluation_split(
         raise AdarecError(f"{seqs.source} has {seqs.n_items} items but the model knows "
                           f"{info.n_items}: not the data it was trained on")
     k = shorten_seq_to if shorten_seq_to is not None else config.data.shorten_seq_to
+    if k is not None and k < 1:
+        raise AdarecError(f"--shorten-seq-to must be >= 1, got {k}")
     splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
     ev = getattr(splits, split)
     if ev.inputs.shape[1] > info.max_len:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adarec.errors import AdarecError
 from adarec.model.encoder import group_cost, length_groups, runs_whole
 
 Fusion = Literal["add", "concat"]
@@ -185,7 +186,7 @@ class IntentCentres(nn.Module):
                 f"expected representations of shape (N, {dim}), got {tuple(reps.shape)}"
             )
         if reps.shape[0] < n_intents:
-            raise ValueError(
+            raise AdarecError(
                 f"k-means needs at least {n_intents} representations for {n_intents} intent "
                 f"centres, got {reps.shape[0]}; use fewer intents or more training sequences"
             )
