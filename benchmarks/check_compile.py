@@ -32,7 +32,6 @@ from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside thi
 from torch._dynamo.utils import counters
 
 from adarec.errors import AdarecError
-from adarec.model.encoder import set_length_buckets
 from adarec.model.interface import Batch
 from adarec.setup import make_optimizer
 from adarec.train import DYNAMO_CONFIG, loss_function
@@ -55,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> bool:
+    args.overrides = [*args.overrides, "train.length_buckets=1"]  # whole batches: one graph
     config, device, autocast, splits, _, model = prepare_run(args)
     t = config.train
-    set_length_buckets(model, 1)  # whole batches: one shape, one graph
     member = model.stages()[0].model
     train = splits.train.to(device)
     member.before_training(train.inputs[:2048], t.seed)

@@ -9,7 +9,6 @@ import torch._dynamo as dynamo
 
 from adarec.config import load_config
 from adarec.model.build import build_model
-from adarec.model.encoder import set_length_buckets
 from adarec.model.interface import Batch
 from adarec.setup import prepare_data, seed_everything
 from adarec.train import DYNAMO_CONFIG
@@ -20,11 +19,10 @@ def _explain(preset: str):
     # shortcuts (packed GRUs, gathering real positions) step aside by themselves.
     config = load_config(preset, overrides=[
         "data.dataset=synthetic", "data.synthetic_users=200", "model.hidden_size=16",
-        "intents.n_intents=8", "adarec.max_depth=3"])
+        "intents.n_intents=8", "adarec.max_depth=3", "train.length_buckets=1"])
     seed_everything(1)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len)
-    set_length_buckets(model, 1)
     member = next(iter(getattr(model, "members", [model])))
     member.before_training(splits.train.inputs, 1)
     member.train()

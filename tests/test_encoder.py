@@ -12,7 +12,8 @@ import torch
 from adarec.config import load_config
 from adarec.data.splits import left_pad, trim_left
 from adarec.model.build import build_model
-from adarec.model.encoder import Transformer, attention_mask, set_length_buckets
+from adarec.model.encoder import Transformer, attention_mask
+from adarec.model.grouping import LengthGrouping
 
 N_ITEMS = 30
 MAX_LEN = 20
@@ -163,9 +164,9 @@ def test_length_buckets_give_the_same_real_outputs(buckets: int) -> None:
     ids = _rows_with_holes()
     x = torch.randn(12, 12, 16, requires_grad=True)
     mask = attention_mask(ids)
-    enc.length_buckets = 1
+    enc.grouping = None
     whole = enc(x, mask)
-    enc.length_buckets, enc.group_cost = buckets, 0  # split wherever it saves a position
+    enc.grouping = LengthGrouping(buckets, 0)  # split wherever it saves a position
     grouped = enc(x, mask)
     visible = mask[:, 0, -1, :].int().cummax(-1).values.bool()  # from the first visible key on
     torch.testing.assert_close(grouped[visible], whole[visible], atol=1e-5, rtol=1e-5)
@@ -176,16 +177,21 @@ def test_length_buckets_give_the_same_real_outputs(buckets: int) -> None:
     torch.testing.assert_close(g_grouped, g_whole, atol=1e-5, rtol=1e-5)
 
 
+def _built(preset: str, overrides: list[str], buckets: int):
+    """The same weights (seed 0) with at most ``buckets`` length groups, each group free
+    (tiny rows: split wherever it saves a position)."""
+    config = load_config(preset, overrides=[*overrides, f"train.length_buckets={buckets}"])
+    torch.manual_seed(0)
+    return build_model(config, n_items=20, max_len=12, group_cost=0).eval()
+
+
 @pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty", "release-beauty"])
 def test_length_buckets_leave_every_model_unchanged(preset: str, monkeypatch) -> None:
     """Scores and (eval-mode, same random draws) losses with and without length groups."""
     from adarec.model.interface import Batch
 
-    config = load_config(preset, overrides=["model.hidden_size=16", "intents.n_intents=4",
-                                            "adarec.max_depth=3", "model.hidden_dropout=0.0",
-                                            "model.attn_dropout=0.0", "model.rec_loss=ce"])
-    torch.manual_seed(0)
-    model = build_model(config, n_items=20, max_len=12).eval()
+    overrides = ["model.hidden_size=16", "intents.n_intents=4", "adarec.max_depth=3",
+                 "model.hidden_dropout=0.0", "model.attn_dropout=0.0", "model.rec_loss=ce"]
     ids = _rows_with_holes()
     ids[11, 3] = 5
     targets = torch.roll(ids, -1, dims=1).clamp(max=20)
@@ -193,7 +199,7 @@ def test_length_buckets_leave_every_model_unchanged(preset: str, monkeypatch) ->
     targets[ids == 0] = 0
     results = []
     for buckets in (1, 8):
-        set_length_buckets(model, buckets, cost=0)  # tiny rows: split wherever it saves
+        model = _built(preset, overrides, buckets)
         torch.manual_seed(1)
         member = next(iter(getattr(model, "members", [model])))
         if preset.startswith("release"):
@@ -240,7 +246,7 @@ def _brute_force_cost(widths: list[int], max_groups: int, group_cost: int) -> in
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(("max_groups", "group_cost"), [(1, 0), (3, 0), (4, 2), (8, 5)])
 def test_length_groups_are_the_cheapest_split(seed: int, max_groups: int, group_cost: int):
-    from adarec.model.encoder import length_groups
+    from adarec.model.grouping import length_groups
 
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(0, 9, (9,), generator=gen)
@@ -258,7 +264,7 @@ def test_length_groups_are_the_cheapest_split(seed: int, max_groups: int, group_
 
 
 def test_in_length_groups_widens_positional_outputs_and_keeps_row_order():
-    from adarec.model.encoder import in_length_groups
+    from adarec.model.grouping import in_length_groups
 
     ids = _rows_with_holes()[:, :]  # 12 rows, lengths 1..12
 
@@ -279,7 +285,7 @@ def test_in_length_groups_widens_positional_outputs_and_keeps_row_order():
 def test_last_only_is_the_last_position_of_the_whole_output(buckets: int) -> None:
     torch.manual_seed(0)
     enc = Transformer(dim=16, n_layers=2, n_heads=2, attn_dropout=0.0, hidden_dropout=0.0).eval()
-    enc.length_buckets, enc.group_cost = buckets, 0
+    enc.grouping = LengthGrouping(buckets, 0)
     ids = _rows_with_holes()
     x = torch.randn(12, 12, 16)
     mask = attention_mask(ids)
@@ -295,20 +301,17 @@ def test_scores_read_the_last_position_of_the_full_forward(preset: str) -> None:
     overrides = ["model.hidden_size=16", "intents.n_intents=4", "adarec.max_depth=3"]
     if preset == "without-router":
         preset, overrides = "adarec-beauty", [*overrides, "adarec.router=constant"]
-    config = load_config(preset, overrides=overrides)
-    torch.manual_seed(0)
-    model = build_model(config, n_items=20, max_len=12).eval()
     ids = _rows_with_holes()
     ids[11, 3] = 5
     for buckets in (1, 8):
-        set_length_buckets(model, buckets, cost=0)
+        model = _built(preset, overrides, buckets)
         for member in getattr(model, "members", [model]):
             full = member(ids)[:, -1] @ member.item_table.T
             torch.testing.assert_close(member.score(ids), full, atol=1e-5, rtol=1e-5)
 
 
 def test_group_cost_falls_with_width_and_groups_collapse_when_they_do_not_pay():
-    from adarec.model.encoder import group_cost, length_groups
+    from adarec.model.grouping import group_cost, length_groups
 
     assert group_cost(256) == 32 and group_cost(64) == 512 and group_cost(1024) == 2
     visible = torch.arange(50)[None, :] >= 50 - torch.tensor([3, 4, 48, 50])[:, None]

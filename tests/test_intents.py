@@ -159,7 +159,7 @@ def test_initialise_refuses_too_few_samples() -> None:
 def test_flat_gram_is_the_dense_gram_of_masked_sequences(max_groups):
     """Values and gradients (through the mask) of the grouped Gram matrix against the dense
     one; rows of every length, a hole inside a row, an all-padding row."""
-    from adarec.model.intents import flat_gram
+    from adarec.model.grouping import flat_gram
 
     torch.manual_seed(0)
     lengths = torch.tensor([0, 1, 2, 3, 5, 8, 8, 12, 12, 7, 1, 4])
@@ -179,7 +179,8 @@ def test_flat_gram_is_the_dense_gram_of_masked_sequences(max_groups):
 
 
 def test_info_nce_with_flat_gram_matches_the_flattened_vectors():
-    from adarec.model.intents import flat_gram, info_nce
+    from adarec.model.grouping import flat_gram
+    from adarec.model.intents import info_nce
 
     torch.manual_seed(1)
     real = torch.arange(6)[None, :] >= 6 - torch.tensor([1, 3, 6, 2, 6, 4, 5, 1])[:, None]

@@ -11,12 +11,12 @@ from adarec.model.diffusion import linear_alpha_bars
 from adarec.model.interface import Batch
 
 
-def _ensemble(*overrides: str):
+def _ensemble(*overrides: str, group_cost: int | None = None):
     cfg = load_config("release-beauty", overrides=[
         "model.hidden_size=16", "intents.n_intents=4", "model.attn_dropout=0",
         "model.hidden_dropout=0", *overrides,
     ])
-    return build_model(cfg, n_items=30, max_len=10)
+    return build_model(cfg, n_items=30, max_len=10, group_cost=group_cost)
 
 
 def _batch(rows: int = 8):
@@ -78,12 +78,11 @@ def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch
     """`passes`: clean rows, then noised rows, as if each branch ran by itself (eval mode,
     the same noise at every element), whole or in length groups: 3 groups over 7 widths
     mix widths in a group; 8 give each width its own, row 0 (clean) alone in one."""
-    from adarec.model.encoder import attention_mask, set_length_buckets
+    from adarec.model.encoder import attention_mask
     from adarec.model.release import ReleaseMember
 
     monkeypatch.setattr(ReleaseMember, "noise", staticmethod(_constant_noise))
-    model = _ensemble().eval()
-    set_length_buckets(model, buckets, cost=0)
+    model = _ensemble(f"train.length_buckets={buckets}", group_cost=0).eval()
     member = model.members[0]
     member.alpha_bars.copy_(torch.tensor([0.3, 0.6]))  # the mixing weights matter
     torch.manual_seed(0)

@@ -15,7 +15,6 @@ from adarec.data.sequences import Sequences
 from adarec.data.splits import EvalSplit, Splits, build_splits, left_pad
 from adarec.errors import AdarecError
 from adarec.model.build import build_model
-from adarec.model.encoder import set_length_buckets
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,7 +80,7 @@ class Run(NamedTuple):
     autocast: torch.dtype | None
     splits: Splits  # still on the CPU
     info: DataInfo
-    model: nn.Module  # on ``device``, length groups set
+    model: nn.Module  # on ``device``
 
 
 def setup_run(config: RunConfig) -> Run:
@@ -95,7 +94,6 @@ def setup_run(config: RunConfig) -> Run:
     set_matmul_precision(t.precision)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
-    set_length_buckets(model, t.length_buckets)
     return Run(config, device, autocast_dtype(t.precision, device), splits, info, model)
 
 

@@ -24,16 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adarec.model.diffusion import Depth, HierarchicalDiffusion, Levels, level_mask
-from adarec.model.encoder import (
-    SequenceEmbedding,
-    Transformer,
-    attention_mask,
-    group_cost,
-    in_length_groups,
-    length_groups,
-    runs_whole,
-)
+from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
 from adarec.model.experts import Gate, aggregate, trajectory_contrast
+from adarec.model.grouping import LengthGrouping, grouped
 from adarec.model.intents import mean_pool
 from adarec.model.interface import Batch, SequenceModel
 from adarec.model.losses import LossOutput, weigh
@@ -88,17 +81,18 @@ def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Traje
 
 
 class ADARec(SequenceModel):
-    """See the module docstring. On the CPU, the whole trajectory runs its rows in
-    ``length_buckets`` groups of similar length, each cut to its own width (every part of
-    it but the batch-wide contrastive loss reads one row at a time), which saves most of
-    the work of the levels on short-sequence data; the outputs at real positions are the
-    same. On a GPU that would cost a sync per step, so the batch runs whole."""
+    """See the module docstring. With a ``grouping``, the whole trajectory runs its rows on the CPU
+    in groups of similar length (`adarec.model.grouping`), each cut to its own width (every part
+    of it but the batch-wide contrastive loss reads one row at a time), which saves most of the
+    work of the levels on short-sequence data; the outputs at real positions are the same. On a
+    GPU that would cost a sync per step, so the batch runs whole."""
 
     def __init__(
         self, *, embedding: SequenceEmbedding, controller: nn.Module,
         diffusion: HierarchicalDiffusion, fine: Transformer, coarse: Transformer,
         router: nn.Module, gate: Gate, rec_loss: nn.Module, intents: nn.Module | None,
         cont_temperature: float, loss_weights: dict[str, float],
+        grouping: LengthGrouping | None = None,
     ) -> None:
         super().__init__()
         self.embedding = embedding
@@ -112,14 +106,14 @@ class ADARec(SequenceModel):
         self.aux = nn.ModuleDict({"intents": intents} if intents is not None else {})
         self.cont_temperature = cont_temperature
         self.loss_weights = {"rec": 1.0, **loss_weights}
-        self.length_buckets = 8
-        self.group_cost = group_cost(embedding.items.embedding_dim)
+        self.grouping = grouping
 
     def trajectory(self, input_ids: Tensor) -> Trajectory:
-        if runs_whole(input_ids, self.length_buckets):
+        grouping = grouped(self.grouping, input_ids)
+        if grouping is None:
             return self._trajectory(input_ids)
         length = input_ids.shape[1]
-        groups, inverse = length_groups(input_ids > 0, self.length_buckets, self.group_cost)
+        groups, inverse = grouping.groups(input_ids > 0)
         parts = [self._trajectory(input_ids[rows, length - w :]) for rows, w in groups]
         return merge_groups(parts, inverse, length)
 
@@ -159,10 +153,11 @@ class ADARec(SequenceModel):
         alone, which is all that scoring reads, for less work (see `Transformer`)."""
         if not last_only:
             return self.trajectory(input_ids).h
-        if runs_whole(input_ids, self.length_buckets):
+        grouping = grouped(self.grouping, input_ids)
+        if grouping is None:
             return self._fused(input_ids, last_only=True).h
-        (h,) = in_length_groups(lambda ids: (self._fused(ids, last_only=True).h,), input_ids,
-                                self.length_buckets, (False,), self.group_cost)
+        (h,) = grouping.map(lambda ids: (self._fused(ids, last_only=True).h,), input_ids,
+                            (False,))
         return h
 
     def encode_coarse(self, input_ids: Tensor) -> Tensor:

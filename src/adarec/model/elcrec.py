@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from adarec.model.augment import random_augment
-from adarec.model.intents import IntentCentres, IntentLosses, intent_losses, mean_pool
+from adarec.model.intents import IntentCentres, IntentLosses, intent_losses, mean_pool, self_dot
 
 Encode = Callable[[Tensor], Tensor]  # (B, L) item ids -> (B, L, D)
 
@@ -34,7 +34,7 @@ class IntentLearning(nn.Module):
     def __init__(
         self, *, centres: IntentCentres, fusion: str, temperature: float = 1.0,
         assign: str = "position", crop_ratio: float = 0.2, mask_ratio: float = 0.7,
-        reorder_ratio: float = 0.2,
+        reorder_ratio: float = 0.2, gram: Callable[[Tensor], Tensor] = self_dot,
     ) -> None:
         super().__init__()
         self.centres = centres
@@ -43,7 +43,7 @@ class IntentLearning(nn.Module):
         self.assign = assign
         self.ratios = {"crop_ratio": crop_ratio, "mask_ratio": mask_ratio,
                        "reorder_ratio": reorder_ratio}
-        self.length_buckets = 8  # the instance loss's Gram matrix on the CPU (`flat_gram`)
+        self.gram = gram  # of the instance loss's fused views (`intent_losses`)
 
     @torch.no_grad()
     def initialise(self, encode: Encode, inputs: Tensor, seed: int, batch_size: int = 1024):
@@ -65,5 +65,5 @@ class IntentLearning(nn.Module):
         return intent_losses(
             mean_pool(clean_out, inputs > 0), (out1, out2), self.centres, fusion=self.fusion,
             temperature=self.temperature, view_masks=masks, assign=self.assign,
-            length_buckets=self.length_buckets,
+            gram=self.gram,
         )

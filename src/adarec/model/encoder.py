@@ -7,12 +7,11 @@ key-padding mask. Inputs are left-padded, item 0 is padding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from adarec.model.grouping import LengthGrouping, grouped
 
 
 def attention_mask(input_ids: torch.Tensor) -> torch.Tensor:
@@ -96,24 +95,24 @@ class Transformer(nn.Module):
 
     Separate from the embedding so that ADARec's experts can run it on diffused embeddings.
 
-    On the CPU, rows are run in ``length_buckets`` groups of similar length, each cut to its
-    own longest row (rows are right-aligned: a row's width is the distance from its first
-    visible key to the end). Every real position's output is the same as in one pass over
-    the whole batch (padding keys are never attended to); positions left of a group's width
-    are padding and come out as zeros, which no loss or score reads. This saves most of the
-    work on data like Beauty (median 3 items, maximum 50). On a GPU it would cost a sync per
-    call, so the batch runs whole there. ``length_buckets = 1`` turns it off.
+    With a ``grouping`` (`adarec.model.grouping`), rows on the CPU run in groups of similar
+    length, each cut to its own longest row (rows are right-aligned: a row's width is the
+    distance from its first visible key to the end). Every real position's output is the same as
+    in one pass over the whole batch (padding keys are never attended to); positions left of a
+    group's width are padding and come out as zeros, which no loss or score reads. This saves
+    most of the work on data like Beauty (median 3 items, maximum 50). On a GPU it would cost a
+    sync per call, so the batch runs whole there; ``grouping=None`` runs every batch whole.
     """
 
     def __init__(
-        self, *, dim: int, n_layers: int, n_heads: int, attn_dropout: float, hidden_dropout: float
+        self, *, dim: int, n_layers: int, n_heads: int, attn_dropout: float,
+        hidden_dropout: float, grouping: LengthGrouping | None = None,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             Block(dim, n_heads, attn_dropout, hidden_dropout) for _ in range(n_layers)
         )
-        self.length_buckets = 8
-        self.group_cost = group_cost(dim)
+        self.grouping = grouping
 
     def _layers(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool) -> torch.Tensor:
         for i, block in enumerate(self.blocks):
@@ -125,11 +124,12 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """(B, L, D) -> (B, L, D), or (B, 1, D) with ``last_only``: the last position's
         output alone (the last layer then computes no other query; scoring needs no more)."""
-        if runs_whole(x, self.length_buckets):
+        grouping = grouped(self.grouping, x)
+        if grouping is None:
             return self._layers(x, mask, last_only)
         length = x.shape[1]
         # The last query sees every visible key of its row; the first of them fixes the width.
-        groups, inverse = length_groups(mask[:, 0, -1, :], self.length_buckets, self.group_cost)
+        groups, inverse = grouping.groups(mask[:, 0, -1, :])
         widen = 0 if last_only else 1  # zeros on the left, back to width L
         parts = [
             F.pad(self._layers(x[rows, length - w :], mask[rows, :, length - w :, length - w :],
@@ -139,119 +139,6 @@ class Transformer(nn.Module):
         # Back to the input's row order: one gather (its backward is one scatter; as an
         # index_select, several times faster on the CPU than advanced indexing's).
         return torch.cat(parts).index_select(0, inverse)
-
-
-def group_cost(dim: int) -> int:
-    """The price of one more length group, in padded positions, for work of width ``dim``.
-
-    A group costs its own kernel calls, about the time of 32 positions of a width-256 encoder
-    on 2 CPU cores (measured on Beauty); a position's work grows with ``dim**2``, so narrower
-    models split off fewer groups (width 64: 512 positions; measured 10-20 % faster for
-    ELCRec than 32).
-    """
-    return max(1, round(32 * (256 / dim) ** 2))
-
-
-def runs_whole(x: torch.Tensor, buckets: int) -> bool:
-    """Whether a batch ``x`` (rows first) runs whole rather than in length groups: on a GPU
-    (grouping would wait for the device), with ``buckets <= 1`` (off) or fewer than 2 rows."""
-    return buckets <= 1 or x.device.type != "cpu" or x.shape[0] < 2
-
-
-def length_groups(
-    visible: torch.Tensor, max_groups: int, group_cost: int
-) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:
-    """Rows cut into at most ``max_groups`` groups of similar width, for running them group by
-    group, each group cut to its widest row.
-
-    ``visible`` (B, L) bool marks real positions of right-aligned rows; a row's width is the
-    distance from its first real position to the end (at least 1, so an all-padding row is
-    one column wide). The groups are those that minimise the positions computed, ``sum over
-    groups of rows x width``, plus ``group_cost`` per group (an exact dynamic programme over
-    the distinct widths): on Beauty's random batches of 256 rows, 8 groups compute 1.11x the
-    real positions where one whole batch computes 8.3x. Returns ``[(rows, width)]`` per group,
-    narrowest first, each group's rows in the input's order (so rows that lead the input lead
-    their group), and the permutation that puts the groups' concatenated rows back in the
-    input's order.
-    """
-    length = visible.shape[1]
-    visible = visible.clone()
-    visible[:, -1] = True
-    widths = length - visible.to(torch.int8).argmax(-1)
-    order = torch.argsort(widths, stable=True)
-    values, counts = torch.unique(widths, return_counts=True)
-    ends = _cheapest_cuts(values.tolist(), counts.tolist(), max_groups, group_cost)
-    first = 0
-    groups = []
-    for end, width in ends:
-        groups.append((order[first:end].sort().values, width))
-        first = end
-    return groups, torch.argsort(torch.cat([rows for rows, _ in groups]))
-
-
-def _cheapest_cuts(
-    values: list[int], counts: list[int], max_groups: int, group_cost: int
-) -> list[tuple[int, int]]:
-    """Split sorted distinct ``values`` (with ``counts`` rows each) into at most ``max_groups``
-    consecutive runs minimising ``sum(rows x largest value) + group_cost x runs``; returns
-    each run's (end row, exclusive, in sorted order; its width)."""
-    m = len(values)
-    rows = np.concatenate([[0], np.cumsum(counts)])  # rows[j]: rows with the j smallest values
-    width = np.array([0, *values], dtype=np.float64)
-    start, stop = np.arange(m + 1)[:, None], np.arange(m + 1)[None, :]
-    # cost[i, j]: one group holding the values i..j-1, at width values[j - 1].
-    cost = np.where(start < stop, (rows[None, :] - rows[:, None]) * width[None, :] + group_cost,
-                    np.inf)
-    best = cost[0]  # best[j]: values 0..j-1 in g + 1 groups
-    totals, back = [best[m]], [np.zeros(m + 1, dtype=np.int64)]
-    for _ in range(1, min(max_groups, m)):
-        candidates = best[:, None] + cost
-        back.append(candidates.argmin(0))
-        best = candidates.min(0)
-        totals.append(best[m])
-    ends, j = [], m
-    for g in range(int(np.argmin(totals)), -1, -1):
-        ends.append((int(rows[j]), values[j - 1]))
-        j = int(back[g][j])
-    return ends[::-1]
-
-
-def in_length_groups(
-    fn: Callable[..., Sequence[torch.Tensor]], input_ids: torch.Tensor,
-    n_groups: int, positional: Sequence[bool], group_cost: int, with_rows: bool = False,
-) -> list[torch.Tensor]:
-    """``fn(input_ids)``, computed group by group over rows of similar length (`length_groups`),
-    each group cut to its own width, then put back together.
-
-    ``fn`` maps right-aligned ids (b, w) to tensors with rows first; ``positional[i]`` says
-    that output i is (b, w, ...), which comes back widened to the full width with zeros on the
-    left (padding positions, which nothing may read); the other outputs are per row. For
-    computations that read one row at a time, outputs at real positions are those of one call
-    on the whole batch. With ``with_rows``, ``fn`` also receives the group's row indices
-    (ascending) into ``input_ids``.
-    """
-    length = input_ids.shape[1]
-    groups, inverse = length_groups(input_ids > 0, n_groups, group_cost)
-    parts = [fn(input_ids[rows, length - w :], *([rows] if with_rows else []))
-             for rows, w in groups]
-    merged = []
-    for i, widen in enumerate(positional):
-        values = [part[i] for part in parts]
-        if widen:
-            values = [F.pad(v, (0, 0) * (v.dim() - 2) + (length - v.shape[1], 0)) for v in values]
-        merged.append(torch.cat(values).index_select(0, inverse))
-    return merged
-
-
-def set_length_buckets(model: nn.Module, buckets: int, cost: int | None = None) -> None:
-    """Set ``length_buckets`` (and ``group_cost``, if given) on every module inside ``model``
-    that runs its rows in length groups on the CPU (each `Transformer`, `ADARec` as a whole,
-    each release member, ELCRec's instance loss; see there)."""
-    for module in model.modules():
-        if hasattr(module, "length_buckets"):
-            module.length_buckets = buckets
-            if cost is not None and hasattr(module, "group_cost"):
-                module.group_cost = cost
 
 
 class SequenceEmbedding(nn.Module):

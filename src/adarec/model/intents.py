@@ -13,8 +13,6 @@ values, the gradient is projected onto the sphere), so no loss mutates a paramet
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
-from itertools import accumulate
 from typing import Literal, NamedTuple
 
 import torch
@@ -22,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adarec.errors import AdarecError
-from adarec.model.encoder import group_cost, length_groups, runs_whole
 
 Fusion = Literal["add", "concat"]
 Assign = Literal["position", "sequence"]
@@ -47,19 +44,20 @@ def _sq_dist(x: Tensor, y: Tensor) -> Tensor:
     return (x * x).sum(-1)[:, None] + (y * y).sum(-1)[None, :] - 2.0 * x @ y.T
 
 
-def _self_dot(z: Tensor) -> Tensor:
+def self_dot(z: Tensor) -> Tensor:
+    """(N, ...) -> (N, N) dot products of the flattened rows (the dense Gram matrix)."""
     flat = z.flatten(1)
     return flat @ flat.T
 
 
 def info_nce(
     a: Tensor, b: Tensor, temperature: float = 1.0,
-    gram: Callable[[Tensor], Tensor] = _self_dot,
+    gram: Callable[[Tensor], Tensor] = self_dot,
 ) -> Tensor:
     """In-batch InfoNCE between rows of ``a`` (B, D) and ``b`` (B, D); row i of each is the
     other's positive. ``gram(z)`` gives all (2B, 2B) dot products of the rows of ``z = [a;
-    b]``; `flat_gram` takes (B, L, D) sequences instead (flattened). Exactly ICLRec / ELCRec
-    ``NCELoss`` without de-noising:
+    b]``; `adarec.model.grouping.flat_gram` takes (B, L, D) sequences instead (flattened).
+    Exactly ICLRec / ELCRec ``NCELoss`` without de-noising:
     - similarities are raw dot products divided by ``temperature`` (no cosine normalisation;
       the releases have it commented out);
     - symmetric, 2B anchors: anchor a_i scores ``[a_i.b_j for all j ; a_i.a_j for j != i]``,
@@ -79,72 +77,6 @@ def info_nce(
     )  # (2B, 2B); the positive of row r is column r
     labels = torch.arange(2 * batch, device=a.device)
     return F.cross_entropy(logits, labels)
-
-
-def flat_gram(z: Tensor, max_groups: int = 8, cost: int | None = None) -> Tensor:
-    """``z.flatten(1) @ z.flatten(1).T`` for right-aligned sequences z (N, L, D) whose padding
-    positions are zeros that no gradient needs to reach (masked outputs).
-
-    On the CPU, the rows are sorted into length groups (`length_groups`, a row's width
-    counted from its first non-zero position) and each pair of groups multiplies only the
-    positions where both can be non-zero, the last ``min(widths)``, once per pair (the
-    product is symmetric): the same numbers, for a fraction of the work where most positions
-    are padding (the release's views on Beauty, see docs/benchmarks.md). Positions left of a
-    row's width get no gradient, as if they were constant zeros. ``cost``: the price of a
-    group (`length_groups`; default `group_cost` of the width). On a GPU it is one product
-    (grouping would wait for the device), as it is with ``max_groups <= 1``.
-    """
-    if runs_whole(z, max_groups):
-        return _self_dot(z)
-    cost = group_cost(z.shape[-1]) if cost is None else cost
-    groups, inverse = length_groups((z != 0).any(-1), max_groups, cost)
-    order = torch.cat([rows for rows, _ in groups])
-    return _GroupedGram.apply(z, order, [w for _, w in groups],
-                              [len(rows) for rows, _ in groups]
-                              ).index_select(0, inverse).index_select(1, inverse)
-
-
-class _GroupedGram(torch.autograd.Function):
-    """The sorted rows' (N, N) Gram matrix block by block (see `flat_gram`): group i is cut
-    to its width w_i, block (i, j) uses the last ``min(w_i, w_j)`` positions of both."""
-
-    @staticmethod
-    def forward(ctx, z, order, widths, sizes):  # noqa: ANN001, ANN205 - autograd signature
-        length, dim = z.shape[1:]
-        parts = [z[rows, length - w :].flatten(1)
-                 for rows, w in zip(order.split(sizes), widths, strict=True)]
-        starts = list(accumulate(sizes, initial=0))
-        out = z.new_empty(len(order), len(order))
-        for i, j in _pairs(len(parts)):
-            cols = min(widths[i], widths[j]) * dim
-            block = parts[i][:, -cols:] @ parts[j][:, -cols:].T
-            out[starts[i] : starts[i + 1], starts[j] : starts[j + 1]] = block
-            out[starts[j] : starts[j + 1], starts[i] : starts[i + 1]] = block.T
-        ctx.save_for_backward(z, order)
-        ctx.parts, ctx.widths, ctx.sizes, ctx.starts = parts, widths, sizes, starts
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        z, order = ctx.saved_tensors
-        parts, widths, starts = ctx.parts, ctx.widths, ctx.starts
-        length, dim = z.shape[1:]
-        sym = grad + grad.T  # d(P P^T) = (G + G^T) P
-        grads = [torch.zeros_like(p) for p in parts]
-        for i, j in _pairs(len(parts)):
-            cols = min(widths[i], widths[j]) * dim
-            g = sym[starts[i] : starts[i + 1], starts[j] : starts[j + 1]]
-            grads[i][:, -cols:].addmm_(g, parts[j][:, -cols:])
-            if i != j:
-                grads[j][:, -cols:].addmm_(g.T, parts[i][:, -cols:])
-        gz = torch.zeros_like(z)
-        for rows, w, g in zip(order.split(ctx.sizes), widths, grads, strict=True):
-            gz[rows, length - w :] = g.view(len(rows), w, dim)
-        return gz, None, None, None
-
-
-def _pairs(n: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(n) for j in range(i, n)]
 
 
 def cluster_loss(x: Tensor, centres: Tensor) -> Tensor:
@@ -261,7 +193,7 @@ def intent_losses(
     temperature: float = 1.0,
     view_masks: tuple[Tensor | None, Tensor | None] = (None, None),
     assign: Assign = "position",
-    length_buckets: int = 8,
+    gram: Callable[[Tensor], Tensor] = self_dot,
 ) -> IntentLosses:
     """ELCRec's clustering, instance and intent losses for one batch.
 
@@ -272,8 +204,9 @@ def intent_losses(
     view_masks: optional (B, L) real-item masks: pooling then averages real positions only and
         fused padding positions are zeroed before flattening; None = ELCRec's behaviour (all
         L positions count).
-    length_buckets: with masks, the instance loss's Gram matrix runs in at most this many
-        length groups on the CPU (`flat_gram`); 1 = one product.
+    gram: with masks, the instance loss's Gram matrix of the fused views (B, L, D'), whose
+        padding is zeroed (e.g. `LengthGrouping.gram`, which skips padding on the CPU);
+        without masks always one product of the flattened views.
 
     - cluster: ``cluster_loss(clean_pooled, centres)``;
     - instance: each view fused with its nearest centres, flattened to (B, L * D) or
@@ -286,9 +219,8 @@ def intent_losses(
         _zero_padding(centres.fuse(out, fusion, assign=assign, mask=m), m)
         for out, m in zip(view_outputs, view_masks, strict=True)
     ]  # (B, L, D) or (B, L, 2D), flattened by the Gram matrix
-    masked = all(m is not None for m in view_masks)  # zeros at padding: `flat_gram` applies
-    gram = partial(flat_gram, max_groups=length_buckets) if masked else _self_dot
-    instance = info_nce(fused[0], fused[1], temperature, gram=gram)
+    masked = all(m is not None for m in view_masks)  # zeros at padding: `gram` applies
+    instance = info_nce(fused[0], fused[1], temperature, gram=gram if masked else self_dot)
     _, targets = centres.nearest(clean_pooled)  # (B, D)
     pooled = [mean_pool(out, m) for out, m in zip(view_outputs, view_masks, strict=True)]
     intent = (

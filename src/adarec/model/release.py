@@ -23,22 +23,16 @@ Two release defects are fixed and documented: the intent centres are initialised
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from adarec.model.augment import random_augment
 from adarec.model.diffusion import roll_rows, run_gru
-from adarec.model.encoder import (
-    SequenceEmbedding,
-    Transformer,
-    attention_mask,
-    group_cost,
-    in_length_groups,
-    runs_whole,
-)
-from adarec.model.intents import IntentCentres, cluster_loss, flat_gram, info_nce, mean_pool
+from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
+from adarec.model.grouping import LengthGrouping, grouped
+from adarec.model.intents import IntentCentres, cluster_loss, info_nce, mean_pool, self_dot
 from adarec.model.interface import Batch, Model, SequenceModel, Stage
 from adarec.model.losses import LossOutput, weigh
 
@@ -65,15 +59,18 @@ class ReleaseController(nn.Module):
 class ReleaseMember(SequenceModel):
     """One of the release's two models: SASRec + noised branch + ELCRec-style losses.
 
-    On the CPU the passes run their rows in ``length_buckets`` groups of similar length,
-    each cut to its own width (see `in_length_groups`): the same outputs at real positions,
-    for a fraction of the work on short-sequence data. On a GPU the batch runs whole.
+    With a ``grouping``, the passes run their rows on the CPU in groups of similar length,
+    each cut to its own width (see `adarec.model.grouping`): the same outputs at real
+    positions, for a fraction of the work on short-sequence data. On a GPU the batch runs
+    whole. ``gram`` computes the instance loss's Gram matrix (`LengthGrouping.gram` skips
+    padding on the CPU).
     """
 
     def __init__(
         self, *, embedding: SequenceEmbedding, transformer: Transformer,
         controller: ReleaseController, centres: IntentCentres, alpha_bars: Tensor,
         rec_loss: nn.Module, loss_weights: dict[str, float], temperature: float = 1.0,
+        grouping: LengthGrouping | None = None, gram: Callable[[Tensor], Tensor] = self_dot,
     ) -> None:
         super().__init__()
         self.embedding = embedding
@@ -84,10 +81,8 @@ class ReleaseMember(SequenceModel):
         self.rec_loss = rec_loss
         self.loss_weights = loss_weights
         self.temperature = temperature
-        self.length_buckets = 8
-        # Fewer, wider groups than the encoder's: each group runs the controller's GRU over
-        # its own width, one step at a time (measured on Beauty at width 256: 128 beat 32, 0).
-        self.group_cost = 4 * group_cost(embedding.items.embedding_dim)
+        self.grouping = grouping  # of the passes (`passes`)
+        self.gram = gram  # of the instance loss's flattened views (zero at padding)
 
     def passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
         """Every encoder pass of a training step as one: the first ``n_clean`` rows of
@@ -97,17 +92,17 @@ class ReleaseMember(SequenceModel):
 
         One embedding, one controller and one encoder call for all rows, instead of one per
         branch: fewer, larger operations (a GPU launches each one; see docs/benchmarks.md).
-        On the CPU the rows run in length groups, as `in_length_groups` says.
+        On the CPU the rows run in length groups, as `LengthGrouping.map` says.
         """
-        if runs_whole(input_ids, self.length_buckets):
+        grouping = grouped(self.grouping, input_ids)
+        if grouping is None:
             return self._passes(input_ids, n_clean)
 
         def group(ids: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
             # Rows keep the input's order in a group, so its clean rows lead it.
             return self._passes(ids, int((rows < n_clean).sum()))
 
-        out, w = in_length_groups(group, input_ids, self.length_buckets, (True, False),
-                                  self.group_cost, with_rows=True)
+        out, w = grouping.map(group, input_ids, (True, False), with_rows=True)
         return out, w
 
     def _passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
@@ -146,8 +141,7 @@ class ReleaseMember(SequenceModel):
             "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, inputs),
             "consistency": (sq * real).sum() / real.sum().clamp(min=1),
             "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
-            "instance": info_nce(*flat.split(b), self.temperature,
-                                 gram=partial(flat_gram, max_groups=self.length_buckets)),
+            "instance": info_nce(*flat.split(b), self.temperature, gram=self.gram),
             "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
             "intent": sum(info_nce(p, intent, self.temperature) for p in pooled.split(b)) / 2,
         }
