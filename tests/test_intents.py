@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from adarec.errors import AdarecError
 from adarec.model.intents import (
     IntentCentres,
     IntentLosses,
@@ -149,7 +150,7 @@ def test_initialise_recovers_separated_cluster_means() -> None:
 
 
 def test_initialise_refuses_too_few_samples() -> None:
-    with pytest.raises(ValueError, match="at least 4"):
+    with pytest.raises(AdarecError, match="at least 4"):
         IntentCentres(4, 2).initialise(torch.randn(3, 2), seed=0)
     with pytest.raises(ValueError, match="shape"):
         IntentCentres(2, 2).initialise(torch.randn(5, 3), seed=0)
