@@ -199,6 +199,66 @@ def recommend(
 
 
 @app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.")],
+    host: Annotated[str, Opt(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="Port to listen on.")] = 8000,
+    engine: Annotated[str, Opt(help="torch or onnxruntime.")] = "torch",
+    device: Annotated[str, Opt(help="auto, cpu or cuda (torch engine).")] = "cpu",
+    threads: Annotated[int, Opt(help="Intra-op threads of the engine.")] = 1,
+    item_map: Annotated[Path | None, Opt(help="Original ids from this item map TSV.")] = None,
+    model_ids: Annotated[bool, Opt(help="Use the model's ids even if an item map is found.")]
+    = False,
+    max_batch: Annotated[int, Opt(help="Most histories per batch request and per pass.")] = 256,
+    max_body_bytes: Annotated[int, Opt(help="Longest request body.")] = 1 << 20,
+    gather: Annotated[bool, Opt(help="Score concurrent requests together.")] = True,
+    wait_ms: Annotated[float, Opt(help="With --gather: wait this long for company.")] = 0.0,
+    access_log: Annotated[bool, Opt(help="Log every request.")] = False,
+    keep_alive_s: Annotated[int, Opt(help="Close idle connections after this long.")] = 30,
+) -> None:
+    """Serve top-k recommendations over HTTP (docs/serving.md); needs adarec[serve]."""
+    try:
+        import uvicorn
+
+        from adarec.serve.app import Limits, create_app
+    except ImportError as exc:
+        raise AdarecError(f"serving needs the serve extra: pip install 'adarec[serve]' "
+                          f"({exc})") from None
+    from adarec.serve.loading import load_recommender
+
+    if max_batch < 1 or max_body_bytes < 1 or wait_ms < 0:
+        raise AdarecError("--max-batch and --max-body-bytes must be >= 1, --wait-ms >= 0")
+    rec = load_recommender(run, engine=engine, device=device, threads=threads,
+                           item_map=item_map, model_ids=model_ids)
+    limits = Limits(max_body_bytes=max_body_bytes, max_batch=max_batch, gather=gather,
+                    wait_ms=wait_ms)
+    meta = rec.metadata
+    typer.echo(f"serving {meta['checkpoint']} ({meta['model']}, {meta['n_items']} items, "
+               f"{meta['item_ids']} ids, engine {meta['engine']}) on http://{host}:{port}")
+    uvicorn.run(create_app(rec, limits), host=host, port=port, access_log=access_log,
+                log_level="info", timeout_keep_alive=keep_alive_s)
+
+
+@app.command(name="export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.")],
+    output: Annotated[Path, Opt(help="ONNX file to write.")],
+    format_: Annotated[str, Opt("--format", help="Export format: onnx.")] = "onnx",
+) -> None:
+    """Write the scoring graph: history (B, max_len) int64 -> scores (B, n_items + 1)."""
+    from adarec.checkpoint import load_checkpoint, model_from_checkpoint
+    from adarec.export import export_onnx
+
+    if format_ != "onnx":
+        raise AdarecError(f"--format must be onnx, got {format_!r}")
+    path = run / "best.pt" if run.is_dir() else run
+    model, _, info = model_from_checkpoint(load_checkpoint(path))
+    size = export_onnx(model, output, n_items=info.n_items, max_len=info.max_len)
+    typer.echo(f"wrote {output}: {size:,} bytes; input history int64 [batch, {info.max_len}], "
+               f"output scores float32 [batch, {info.n_items + 1}]")
+
+
+@app.command()
 def presets() -> None:
     """List the shipped presets."""
     from adarec.config import preset_names
