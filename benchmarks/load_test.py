@@ -11,12 +11,16 @@ Usage (a script, not a test; needs adarec[serve]):
         --engines torch onnxruntime --requests 10000 --concurrency 100
 
 Each client sends ``POST /recommend`` (``--batch 0``) or ``/recommend/batch`` with ``--batch``
-histories, one request at a time, over its own keep-alive connection, until ``--requests``
+histories, one request at a time, over its own keep-alive connection (a thin asyncio
+client, see `Connection`), until ``--requests``
 have been sent or ``--time-limit`` seconds have passed (then it stops: the count is bounded
 both ways). Histories are drawn with a fixed seed: the users' sequences of ``--histories``
 (a sequence file such as Beauty.txt), else random items with lengths uniform in 1..max_len.
-``--warmup`` requests go first and are not counted. Prints requests, errors (non-200 answers
-and failed connections), throughput, and p50/p95/p99/max latency; ``--json`` keeps them.
+``--warmup`` requests go first and are not counted. Prints requests, errors (non-200
+answers, answers without k items, failed connections), throughput, p50/p95/p99/max latency
+and the CPU seconds of the client and (when the script started it) of the server;
+``--json`` keeps them. On a shared machine the CPU seconds per request say more than the
+latencies, which also wait for other work.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -56,39 +61,99 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-async def drive(url: str, bodies: list[dict], path: str, *, requests: int, concurrency: int,
-                time_limit: float, warmup: int) -> dict:
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending pre-encoded requests.
+
+    A deliberately thin client: on 2 cores the load generator shares the CPU with the server,
+    and httpx's AsyncClient spent about 5 ms of CPU per request here (more than the server
+    itself), so latencies measured the client. This one parses only the status line and
+    Content-Length (uvicorn always sends it); the body is checked by the caller.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        try:
+            self.writer.write(raw)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            lower = head.lower()
+            at = lower.index(b"content-length:") + len(b"content-length:")
+            body = await self.reader.readexactly(int(lower[at:lower.index(b"\r\n", at)]))
+            if b"connection: close" in lower:
+                await self.close()
+            return status, body
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = self.reader = None
+
+
+def encode(host: str, port: int, path: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+            ).encode() + data
+
+
+def answered(body: bytes, k: int, batch: int) -> bool:
+    """A 200's body is the answer asked for: k items (or one answer per history)."""
+    got = json.loads(body)
+    answers = got["results"] if batch else [got]
+    return len(answers) == max(batch, 1) and all(len(a["items"]) == k for a in answers)
+
+
+async def drive(url: str, raws: list[bytes], *, requests: int, concurrency: int,
+                time_limit: float, warmup: int, k: int, batch: int) -> dict:
     """Send the requests; returns the counts and latency figures (milliseconds)."""
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sent = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
-        for body in bodies[:warmup]:
-            (await client.post(path, json=body)).raise_for_status()
-        start = time.perf_counter()
-        deadline = start + time_limit
+    first = Connection(host, port)
+    for raw in raws[:warmup]:
+        status, _ = await first.request(raw)
+        if status != 200:
+            raise SystemExit(f"warmup request answered {status}")
+    await first.close()
+    start, cpu0 = time.perf_counter(), time.process_time()
+    deadline = start + time_limit
 
-        async def one_client(i: int) -> None:
-            nonlocal sent
-            while sent < requests and time.perf_counter() < deadline:
-                body = bodies[sent % len(bodies)]
-                sent += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(path, json=body)
-                    ok = r.status_code == 200
-                    key = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    ok, key = False, type(exc).__name__
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if not ok:
-                    errors[key] = errors.get(key, 0) + 1
+    async def one_client() -> None:
+        nonlocal sent
+        conn = Connection(host, port)
+        while sent < requests and time.perf_counter() < deadline:
+            raw = raws[sent % len(raws)]
+            sent += 1
+            t0 = time.perf_counter()
+            try:
+                status, body = await asyncio.wait_for(conn.request(raw), 60.0)
+                key = None if status == 200 else f"HTTP {status}"
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+                status, body, key = 0, b"", type(exc).__name__
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if key is None and not answered(body, k, batch):
+                key = "wrong answer"
+            if key is not None:
+                errors[key] = errors.get(key, 0) + 1
+        await conn.close()
 
-        await asyncio.gather(*(one_client(i) for i in range(concurrency)))
-        wall = time.perf_counter() - start
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
     latencies.sort()
     return {
+        "client_cpu_s": round(time.process_time() - cpu0, 2),
         "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
         "seconds": round(wall, 3), "throughput_rps": round(len(latencies) / wall, 1),
         **{f"p{q}_ms": round(percentile(latencies, q), 2) for q in (50, 95, 99)},
@@ -117,6 +182,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> No
     raise SystemExit(f"no healthy server at {url} after {timeout:.0f} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def untrained_checkpoint(preset: str, n_items: int, folder: Path) -> Path:
     """An untrained model of ``preset``'s size for ``n_items`` items (latency only)."""
     import torch
@@ -141,6 +212,8 @@ def run_against(url: str, args: argparse.Namespace) -> dict:
     meta = httpx.get(f"{url}/metadata", timeout=10.0).json()
     rng = random.Random(args.seed)
     hist = histories_from(args.histories, meta["n_items"], meta["max_len"], rng)
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     if args.batch:
         bodies = [{"histories": [rng.choice(hist) for _ in range(args.batch)], "k": args.k}
                   for _ in range(1000)]
@@ -148,9 +221,10 @@ def run_against(url: str, args: argparse.Namespace) -> dict:
     else:
         bodies = [{"history": h, "k": args.k} for h in hist]
         path = "/recommend"
-    result = asyncio.run(drive(url, bodies, path, requests=args.requests,
-                               concurrency=args.concurrency, time_limit=args.time_limit,
-                               warmup=args.warmup))
+    raws = [encode(host, port, path, b) for b in bodies]
+    result = asyncio.run(drive(url, raws, requests=args.requests, concurrency=args.concurrency,
+                               time_limit=args.time_limit, warmup=args.warmup, k=args.k,
+                               batch=args.batch))
     return {"engine": meta["engine"], "model": meta["model"], "n_items": meta["n_items"],
             **result}
 
@@ -164,7 +238,11 @@ def serve_and_run(checkpoint: Path, engine: str, args: argparse.Namespace) -> di
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_healthy(url, proc)
-        return {**run_against(url, args), "server": " ".join(command[2:])}
+        cpu0 = cpu_seconds(proc.pid)
+        result = run_against(url, args)
+        # Includes the warmup's and /metadata's few requests.
+        result["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
+        return {**result, "server": " ".join(command[2:])}
     finally:
         proc.terminate()
         try:
@@ -201,11 +279,11 @@ def main() -> int:
             target = args.run or untrained_checkpoint(args.untrained, args.items, Path(tmp))
             results = [serve_and_run(target, engine, args) for engine in args.engines]
     columns = ["engine", "requests", "errors", "seconds", "throughput_rps", "p50_ms",
-               "p95_ms", "p99_ms", "max_ms", "stopped_by"]
+               "p95_ms", "p99_ms", "max_ms", "server_cpu_s", "client_cpu_s", "stopped_by"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in results:
-        print("| " + " | ".join(str(r[c]) for c in columns) + " |")
+        print("| " + " | ".join(str(r.get(c, "-")) for c in columns) + " |")
     for r in results:
         if r["error_kinds"]:
             print(f"{r['engine']} errors: {r['error_kinds']}")

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import uvicorn
 
 from adarec.checkpoint import save_checkpoint
 from adarec.config import load_config
@@ -44,6 +43,8 @@ def tiny_checkpoint(folder: Path, *, n_items: int, max_len: int, name: str = "sa
 @contextmanager
 def live_server(app) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 and a free port; yields the base URL."""
+    import uvicorn
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -4,9 +4,15 @@ every kind of bad request (and the server still serving after them), the answers
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,11 +20,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serving import live_server, tiny_checkpoint  # noqa: E402
+from serving import free_port, live_server, tiny_checkpoint  # noqa: E402
 
 from adarec.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from adarec.data.importer import import_log  # noqa: E402
 from adarec.data.sequences import Sequences  # noqa: E402
+from adarec.errors import AdarecError  # noqa: E402
 from adarec.recommend import recommend as reference_top_k  # noqa: E402
 from adarec.serve.app import Limits, create_app  # noqa: E402
 from adarec.serve.loading import load_recommender  # noqa: E402
@@ -232,9 +239,101 @@ def test_concurrent_requests_get_their_own_answers(checkpoint, client, limits):
         np.testing.assert_allclose(a["scores"], s["scores"], rtol=1e-5, atol=1e-6)
 
 
-def test_the_onnxruntime_engine_answers_as_the_torch_engine(checkpoint, client):
+def _adarec(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The command line, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "adarec", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _user_error(proc: subprocess.CompletedProcess, words: str) -> None:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and words in line, line
+
+
+def _main(*args) -> subprocess.CompletedProcess:
+    """`adarec.cli.main` in this process, as the console script calls it (no server starts
+    in these calls; `test_adarec_serve_starts_answers_and_stops` runs the real script)."""
+    from adarec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (mock.patch.object(sys, "argv", ["adarec", *map(str, args)]), redirect_stdout(out),
+          redirect_stderr(err), pytest.raises(SystemExit) as exit_):
+        main()
+    return subprocess.CompletedProcess(args, exit_.value.code or 0, out.getvalue(),
+                                       err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory) -> Path:
+    """`adarec export` of the checkpoint."""
     pytest.importorskip("onnxruntime")
-    with live_server(create_app(load_recommender(checkpoint.parent, engine="onnxruntime"))) as u:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    proc = _main("export", checkpoint.parent, "--format", "onnx", "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[batch, {MAX_LEN}]" in proc.stdout and f"[batch, {N_ITEMS + 1}]" in proc.stdout
+    return out
+
+
+def test_export_refuses_other_formats_and_missing_runs(checkpoint, tmp_path):
+    _user_error(_main("export", checkpoint, "--format", "tflite", "--output", tmp_path / "m"),
+                "--format must be onnx")
+    _user_error(_main("export", tmp_path / "nothing", "--output", tmp_path / "m"),
+                "no checkpoint")
+    assert not (tmp_path / "m").exists()
+
+
+def test_adarec_serve_starts_answers_and_stops(checkpoint):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "adarec", "serve", checkpoint.parent,
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok"}
+        answer = httpx.post(f"http://127.0.0.1:{port}/recommend",
+                            json={"history": [1, 2], "k": 3}, timeout=10)
+        assert answer.status_code == 200 and len(answer.json()["items"]) == 3
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}" in out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["nothing/best.pt"], "no checkpoint"),
+    (["RUN", "--engine", "tensorrt"], "--engine must be one of"),
+    (["RUN", "--item-map", "nothing.tsv"], "no item map"),
+    (["RUN", "--item-map", "RUN", "--model-ids"], "contradict"),
+    (["RUN", "--engine", "onnxruntime", "--onnx", "nothing.onnx"], "no ONNX file"),
+    (["RUN", "--engine", "onnxruntime", "--onnx", "RUN"], "not a loadable ONNX model"),
+    (["RUN", "--onnx", "RUN"], "--onnx is for --engine onnxruntime"),
+    (["RUN", "--threads", "0"], "--threads must be >= 1"),
+    (["RUN", "--max-batch", "0"], "--max-batch"),
+], ids=["missing run", "unknown engine", "missing item map", "map and model ids",
+        "missing onnx", "not onnx", "onnx for torch", "threads", "max batch"])
+def test_serve_refuses_bad_options_with_one_error_line(checkpoint, args, words):
+    args = [checkpoint if a == "RUN" else a for a in args]
+    _user_error(_main("serve", *args, "--port", free_port()), words)
+
+
+def test_an_onnx_file_of_another_checkpoint_is_refused(exported, tmp_path):
+    other = tiny_checkpoint(tmp_path, n_items=N_ITEMS + 1, max_len=MAX_LEN)
+    with pytest.raises(AdarecError, match="export it from this checkpoint"):
+        load_recommender(other, engine="onnxruntime", onnx=exported)
+
+
+def test_the_onnxruntime_engine_answers_as_the_torch_engine(checkpoint, client, exported):
+    rec = load_recommender(checkpoint.parent, engine="onnxruntime", onnx=exported)
+    with live_server(create_app(rec)) as u:
         with httpx.Client(base_url=u, timeout=30) as onnx:
             assert onnx.get("/metadata").json()["engine"] == "onnxruntime"
             for history in HISTORIES:

@@ -204,6 +204,8 @@ def serve(
     host: Annotated[str, Opt(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, Opt(help="Port to listen on.")] = 8000,
     engine: Annotated[str, Opt(help="torch or onnxruntime.")] = "torch",
+    onnx: Annotated[Path | None, Opt(help="onnxruntime: this `adarec export` file (default: "
+                                     "export at startup).")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda (torch engine).")] = "cpu",
     threads: Annotated[int, Opt(help="Intra-op threads of the engine.")] = 1,
     item_map: Annotated[Path | None, Opt(help="Original ids from this item map TSV.")] = None,
@@ -229,7 +231,7 @@ def serve(
     if max_batch < 1 or max_body_bytes < 1 or wait_ms < 0:
         raise AdarecError("--max-batch and --max-body-bytes must be >= 1, --wait-ms >= 0")
     rec = load_recommender(run, engine=engine, device=device, threads=threads,
-                           item_map=item_map, model_ids=model_ids)
+                           item_map=item_map, model_ids=model_ids, onnx=onnx)
     limits = Limits(max_body_bytes=max_body_bytes, max_batch=max_batch, gather=gather,
                     wait_ms=wait_ms)
     meta = rec.metadata

@@ -8,6 +8,7 @@ inference path of `adarec.export.ScoringGraph`; the PyTorch engine runs the mode
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -68,15 +69,44 @@ class OnnxEngine:
         return torch.from_numpy(scores)
 
 
+    def check_shapes(self, n_items: int, max_len: int, source: object) -> None:
+        """Refuse a graph whose input or output width does not fit the checkpoint."""
+        (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
+        if (inp.name, inp.shape[1:], out.name, out.shape[1:]) != (
+                INPUT, [max_len], OUTPUT, [n_items + 1]):
+            raise AdarecError(
+                f"{source} maps {inp.name} {inp.shape} to {out.name} {out.shape}, but the "
+                f"checkpoint needs {INPUT} [batch, {max_len}] -> {OUTPUT} [batch, "
+                f"{n_items + 1}]: export it from this checkpoint"
+            )
+
+
 def make_engine(
     name: str, model: nn.Module, *, n_items: int, max_len: int, device: torch.device,
-    threads: int,
+    threads: int, onnx: Path | None = None,
 ) -> ScoreEngine:
-    """``torch`` or ``onnxruntime`` (the model exported in memory, on the CPU)."""
+    """``torch``, or ``onnxruntime`` on the CPU over the graph in ``onnx`` (written by
+    `adarec export` from the same checkpoint) or, without it, the model exported now."""
     if name == "torch":
+        if onnx is not None:
+            raise AdarecError("--onnx is for --engine onnxruntime")
         return TorchEngine(model, n_items=n_items, device=device)
     if name == "onnxruntime":
         if device.type != "cpu":
             raise AdarecError("--engine onnxruntime runs on the CPU here; use --device cpu")
-        return OnnxEngine(onnx_bytes(model, n_items=n_items, max_len=max_len), threads=threads)
+        if onnx is None:
+            return OnnxEngine(onnx_bytes(model, n_items=n_items, max_len=max_len),
+                              threads=threads)
+        if not onnx.is_file():
+            raise AdarecError(f"no ONNX file at {onnx}")
+        check_deterministic(model)
+        try:
+            engine = OnnxEngine(str(onnx), threads=threads)
+        except AdarecError:
+            raise
+        except Exception as exc:  # onnxruntime's own errors: a corrupt or foreign file
+            raise AdarecError(f"{onnx} is not a loadable ONNX model "
+                              f"({type(exc).__name__})") from None
+        engine.check_shapes(n_items, max_len, onnx)
+        return engine
     raise AdarecError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")

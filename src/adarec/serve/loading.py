@@ -52,22 +52,23 @@ def _summary(config: RunConfig, info: DataInfo) -> dict[str, Any]:
 
 def load_recommender(
     run: Path, *, engine: str = "torch", device: str = "cpu", threads: int | None = None,
-    item_map: Path | None = None, model_ids: bool = False,
+    item_map: Path | None = None, model_ids: bool = False, onnx: Path | None = None,
 ) -> Recommender:
     """Load the checkpoint once (``run/best.pt`` for a run directory), its item ids and the
-    engine; ``threads`` sets the intra-op threads of PyTorch and onnxruntime."""
+    engine (see `make_engine`; ``onnx`` a graph exported from this checkpoint); ``threads``
+    sets the intra-op threads of PyTorch and onnxruntime."""
     from adarec.train import resolve_device
 
     path = run / "best.pt" if run.is_dir() else run
     state = load_checkpoint(path)
     model, config, info = model_from_checkpoint(state)
     ids = find_item_ids(config, info.n_items, item_map, model_ids)
-    if threads is not None:
-        if threads < 1:
-            raise AdarecError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise AdarecError(f"--threads must be >= 1, got {threads}")
     scorer = make_engine(engine, model, n_items=info.n_items, max_len=info.max_len,
-                         device=resolve_device(device), threads=threads or 0)
+                         device=resolve_device(device), threads=threads or 0, onnx=onnx)
+    if threads is not None:
+        torch.set_num_threads(threads)
     d = config.data
     metadata = {
         "model": config.model.name,
