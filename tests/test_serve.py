@@ -128,6 +128,8 @@ BAD = {
     "not JSON content": ("POST", "/recommend", b'{"history": [1]}',
                          {"content-type": "text/plain"}, 415, "Content-Type: application/json"),
     "no body": ("POST", "/recommend", b"", JSON, 422, "body"),
+    "no content type, bad JSON": ("POST", "/recommend", b'{"history": [1', {}, 422,
+                                  "malformed JSON"),
     "body not an object": ("POST", "/recommend", b"[1, 2]", JSON, 422, "body"),
     "missing history": ("POST", "/recommend", b'{"k": 3}', JSON, 422, "history"),
     "history not a list": ("POST", "/recommend", b'{"history": 5}', JSON, 422, "history"),

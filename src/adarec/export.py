@@ -1,6 +1,6 @@
 """The scoring graph of a trained model, for serving: a module and its ONNX export.
 
-The graph (docs/serving.md, "ONNX export") maps ``history`` int64 (B, max_len), left-padded
+The graph (docs/serving.md#adarec-export) maps ``history`` int64 (B, max_len), left-padded
 with 0, to ``scores`` float32 (B, n_items + 1), column j = item j, column 0 = padding. It is
 the model's own ``score`` on the deterministic inference path: eval mode, no dropout, the
 whole batch in one pass (no CPU length groups, whose data-dependent row groups a static

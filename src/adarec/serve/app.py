@@ -1,7 +1,7 @@
 """The HTTP service: an app factory over a loaded `Recommender` (docs/serving.md).
 
 Every bad request gets a 4xx with ``{"error": "...", "detail": ...}`` and the server goes
-on serving: 413 for a body over the limit, 415 for a body not sent as JSON, 422 for
+on serving: 413 for a body over the limit, 415 for a body of another content type, 422 for
 malformed JSON, wrong types, empty histories, unknown items, k outside 1..n_items or too
 many histories, 404/405 for unknown paths and methods.
 """
@@ -36,7 +36,8 @@ from adarec.serve.service import Recommender
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits and the inference worker's batching (docs/serving.md, "Limits")."""
+    """Request limits and the inference worker's batching
+    (docs/serving.md#bad-requests-and-limits)."""
 
     max_body_bytes: int = 1 << 20
     max_batch: int = 256
@@ -130,10 +131,11 @@ def _error(status: int, message: str, detail: object = None) -> JSONResponse:
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # FastAPI reads a body as JSON when it says so or says nothing; other bodies it refuses.
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not (kind == "application/json" or kind.endswith("+json")):
+    if kind and not (kind == "application/json" or kind.endswith("+json")):
         return _error(415, f"send the body as JSON (Content-Type: application/json), "
-                      f"not {kind or 'without a content type'}")
+                      f"not {kind}")
     errors = exc.errors()
     first = errors[0] if errors else {}
     loc = first.get("loc", ())

@@ -3,7 +3,7 @@
 Inference runs on a single worker thread, so concurrent requests never oversubscribe the
 cores (the engine's own threads do the parallel work). With ``gather``, requests that
 arrive while the worker is busy (or within ``wait_s`` of the first) are scored together in
-one engine call of at most ``max_rows`` histories: micro-batching (docs/serving.md has
+one engine call of at most ``max_rows`` histories: micro-batching (docs/serving.md#load-test has
 the measurement that decides the default).
 """
 

@@ -1,5 +1,5 @@
 """Item ids as clients send them: the model's (1..n_items) or, through the item map that
-`adarec data import` wrote, the log's original ids (docs/serving.md, "Item ids")."""
+`adarec data import` wrote, the log's original ids (docs/serving.md#item-ids)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (docs/serving.md, "Endpoints").
+"""Request and response bodies of the HTTP API (docs/serving.md#endpoints).
 
 Types are strict: ``"5"`` is no integer k, ``true`` is no item, ``3.0`` is no item id;
 unknown fields are refused, so a misspelt option never silently takes its default. Item ids
