@@ -141,6 +141,10 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     loc = first.get("loc", ())
     if first.get("type") == "json_invalid":
         message = f"malformed JSON (at character {loc[-1]})"
+    elif tuple(loc) == ("body",) and first.get("type") == "model_attributes_type":
+        # Without a content type, a body that is not JSON reaches here as text.
+        message = "the body must be a JSON object" + (
+            "" if kind else " (sent without a content type: is it JSON?)")
     else:
         where = ".".join(str(p) for p in loc)
         message = f"{where}: {first.get('msg', 'invalid request')}"
