@@ -58,10 +58,11 @@ def test_the_scoring_graph_leaves_the_model_as_it_was():
     model = _model("adarec").train()
     graph = ScoringGraph(model, N_ITEMS)
     assert model.training and not graph.model.training
-    def buckets(m):
-        return {x.length_buckets for x in m.modules() if hasattr(x, "length_buckets")}
+    def groupings(m):
+        return [x.grouping for x in m.modules() if hasattr(x, "grouping")]
 
-    assert buckets(graph.model) == {1} and 1 not in buckets(model)
+    assert groupings(model) and None not in groupings(model)
+    assert set(groupings(graph.model)) == {None}
 
 
 def test_seeded_noise_is_refused(tmp_path):

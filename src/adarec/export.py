@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from adarec.errors import AdarecError
-from adarec.model.encoder import set_length_buckets
+from adarec.model.grouping import LengthGrouping
 
 INPUT, OUTPUT = "history", "scores"
 
@@ -38,7 +38,9 @@ class ScoringGraph(nn.Module):
         super().__init__()
         check_deterministic(model)
         self.model = copy.deepcopy(model).eval()
-        set_length_buckets(self.model, 1)
+        for part in self.model.modules():  # no CPU length groups (`adarec.model.grouping`)
+            if isinstance(getattr(part, "grouping", None), LengthGrouping):
+                part.grouping = None
         self.n_items = n_items
         self.eval()
 

@@ -16,6 +16,7 @@ from adarec.errors import AdarecError
 from adarec.serve.engine import make_engine
 from adarec.serve.ids import ItemIds, item_map_path, read_item_map
 from adarec.serve.service import Recommender
+from adarec.setup import resolve_device
 
 
 def find_item_ids(config: RunConfig, n_items: int, item_map: Path | None,
@@ -57,8 +58,6 @@ def load_recommender(
     """Load the checkpoint once (``run/best.pt`` for a run directory), its item ids and the
     engine (see `make_engine`; ``onnx`` a graph exported from this checkpoint); ``threads``
     sets the intra-op threads of PyTorch and onnxruntime."""
-    from adarec.train import resolve_device
-
     path = run / "best.pt" if run.is_dir() else run
     state = load_checkpoint(path)
     model, config, info = model_from_checkpoint(state)
