@@ -15,7 +15,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="benchmark name, 'synthetic' or 'file'")
     p.add_argument("--data-dir", help="directory holding the benchmark files")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: the preset's train.device (auto = cuda when available)")
+                   help="default: the preset's runtime.device (auto = cuda when available)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override section.key=value (repeatable)")
 
@@ -24,7 +24,7 @@ def prepare_run(args: argparse.Namespace) -> Run:
     """The configuration the options name, seeded, with its data and model built."""
     overrides = list(args.overrides)
     for key, value in (("data.dataset", args.dataset), ("data.data_dir", args.data_dir),
-                       ("train.device", args.device)):
+                       ("runtime.device", args.device)):
         if value:
             overrides.append(f"{key}={value}")
     return setup_run(load_config(args.preset, overrides=overrides))

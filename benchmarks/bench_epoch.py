@@ -74,7 +74,7 @@ def _device_name(device: torch.device) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     config, device, autocast, splits, info, model = prepare_run(args)
-    t = config.train
+    t, r = config.train, config.runtime
     by_length = t.batching == "by_length"
     # The release's ensemble trains its members one after the other: an "epoch" of it is one
     # epoch of each member, and its validation is each member's own.
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _sync(device)
     prep_s = time.perf_counter() - t_prep
     optimizers = [make_optimizer(m, t, device) for m in members]
-    loss_fns = [loss_function(m, compile=t.compile, mode=t.compile_mode) for m in members]
+    loss_fns = [loss_function(m, compile=r.compile, mode=r.compile_mode) for m in members]
     generator = torch.Generator(device=device).manual_seed(t.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             member.eval()
             metrics = evaluate(member.score, valid, info.n_items,
                                history_mask=t.history_mask,
-                               batch_size=eval_batch_size(t, device))
+                               batch_size=eval_batch_size(r, device))
         _sync(device)
         t2 = time.perf_counter()
         timed = epoch >= args.warmup
@@ -149,9 +149,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": config.data.dataset,
         "device": _device_name(device),
         "precision": str(autocast or torch.float32).removeprefix("torch."),
-        "compile": t.compile and t.compile_mode,
+        "compile": r.compile and r.compile_mode,
         "batching": t.batching,
-        "length_buckets": t.length_buckets,
+        "length_buckets": r.length_buckets,
         "users": info.n_users,
         "items": info.n_items,
         "train_rows": len(train),
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "valid_rows": len(valid),
         "full_valid_rows": full_valid,
         "projected_full_valid_s": statistics.median(valid_s) * full_valid / len(valid),
-        "eval_batch_size": eval_batch_size(t, device),
+        "eval_batch_size": eval_batch_size(r, device),
         "valid_s_by_eval_batch_size": valid_by_batch,
         "before_training_s": prep_s,
         "total_s": total,

@@ -1,4 +1,4 @@
-"""Check that `train.compile` computes what eager mode computes, and time both.
+"""Check that `runtime.compile` computes what eager mode computes, and time both.
 
 Usage (a script, not a test: compilation takes a minute or more):
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> bool:
-    args.overrides = [*args.overrides, "train.length_buckets=1"]  # whole batches: one graph
+    args.overrides = [*args.overrides, "runtime.length_buckets=1"]  # whole batches: one graph
     config, device, autocast, splits, _, model = prepare_run(args)
     t = config.train
     member = model.stages()[0].model

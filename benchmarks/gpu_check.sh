@@ -75,8 +75,8 @@ bench release-fast 70 release-$SUFFIX 1 3
 # GRAPHS=0 skips these (compilation alone may take a minute or two).
 if [[ "${GRAPHS:-1}" == 1 ]]; then
   for p in adarec release sasrec; do
-    bench $p-graphs 100 $p-$SUFFIX 1 2 --set train.compile=true \
-      --set train.compile_mode=reduce-overhead
+    bench $p-graphs 100 $p-$SUFFIX 1 2 --set runtime.compile=true \
+      --set runtime.compile_mode=reduce-overhead
   done
   # Compiled against eager loss parts, same random numbers (and step times).
   step check-compile 120 "$PY" benchmarks/check_compile.py --preset release-$SUFFIX \
@@ -88,8 +88,8 @@ TAIL=40 step profile-adarec 60 "$PY" benchmarks/profile_step.py --preset adarec-
 TAIL=40 step profile-release 60 "$PY" benchmarks/profile_step.py --preset release-$SUFFIX \
   --device "$DEVICE" --steps 5 --rows 25 ${EXTRA[@]+"${EXTRA[@]}"}
 bench elcrec-fast 45 elcrec-$SUFFIX 1 3
-bench sasrec-fp32 40 sasrec-$SUFFIX 1 6 --set train.precision=fp32
-bench adarec-fp32 70 adarec-$SUFFIX 1 2 --set train.precision=fp32
+bench sasrec-fp32 40 sasrec-$SUFFIX 1 6 --set runtime.precision=fp32
+bench adarec-fp32 70 adarec-$SUFFIX 1 2 --set runtime.precision=fp32
 fi  # BENCH
 
 # ---- B: reproduction runs with the time that is left

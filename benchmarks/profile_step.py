@@ -10,7 +10,7 @@ Runs one untimed step, then ``--steps`` steps of random training batches (the sa
 `torch.profiler`, and prints the operators that took the most time (self time; CUDA time
 on a GPU) and the number of operator calls, computing operator calls and CUDA kernel launches
 per step: on a GPU a step that launches thousands of small kernels is bound by launches, not
-arithmetic. ``--set train.length_buckets=1`` runs the CPU through the GPU's code path (whole
+arithmetic. ``--set runtime.length_buckets=1`` runs the CPU through the GPU's code path (whole
 batches), to count a GPU step's operators without a GPU.
 """
 

@@ -39,7 +39,7 @@ def main() -> None:
         for name in args.runs:
             preset, overrides = RUNS[name]
             config = load_config(preset, overrides=[
-                "data.dataset=file", f"data.data_file={data}", "train.device=cpu",
+                "data.dataset=file", f"data.data_file={data}", "runtime.device=cpu",
                 f"train.max_epochs={args.epochs}", f"output_dir={tmp}/runs", *overrides,
             ])
             run_dir, results = fit(config, run_name=name, progress=False)

@@ -188,7 +188,7 @@ def test_saved_config_reloads_to_the_run_config(trained):
     config = load_config(config_file=run_dir / "config.yaml")
     assert config == config_from_dict(results["config"])
     assert config.data.synthetic_users == 300 and config.train.max_epochs == 1
-    assert config.train.seed == 5 and config.train.device == "cpu"
+    assert config.train.seed == 5 and config.runtime.device == "cpu"
 
 
 def _metric_rows(out: str) -> dict[str, list[float]]:
@@ -241,6 +241,8 @@ ERRORS = {
     "unknown-preset": "nope",
     "unknown-dataset": "NoSuchData",
     "bad-override": "nosuch",
+    "non-finite-override": "train.lr must be a finite number",
+    "old-config-bad-depths": "release.depths",
     "evaluate-missing-path": "no checkpoint",
     "evaluate-truncated-checkpoint": "best.pt",
     "evaluate-bad-split": "--split",
@@ -262,6 +264,7 @@ def errors(cli: Cli, trained, tmp_path_factory) -> dict[str, subprocess.Complete
     data = (run_dir / "best.pt").read_bytes()
     (tmp / "truncated" / "best.pt").write_bytes(data[: len(data) // 2])
     (tmp / "log.csv").write_text("user,item\n1,2\n")
+    (tmp / "old.yaml").write_text("train:\n  length_buckets: 2\nrelease:\n  depths: 4,x\n")
     out = ["--output-dir", tmp / "runs", "--no-progress"]
     commands = {
         "malformed-data-file": ["train", "--data-file", tmp / "bad.txt", *out],
@@ -269,6 +272,8 @@ def errors(cli: Cli, trained, tmp_path_factory) -> dict[str, subprocess.Complete
         "unknown-preset": ["train", "--preset", "nope", *out],
         "unknown-dataset": ["train", "--dataset", "NoSuchData", *out],
         "bad-override": ["train", "--set", "model.nosuch=1", *out],
+        "non-finite-override": ["train", "--set", "train.lr=nan", *out],
+        "old-config-bad-depths": ["train", "--config", tmp / "old.yaml", *out],
         "evaluate-missing-path": ["evaluate", tmp / "no-such-run"],
         "evaluate-truncated-checkpoint": ["evaluate", tmp / "truncated"],  # the run-dir form
         "evaluate-bad-split": ["evaluate", run_dir, "--split", "train"],

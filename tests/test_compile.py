@@ -1,5 +1,5 @@
 """TorchDynamo traces every GPU-path training loss as one graph, without breaks, so that
-`train.compile` (e.g. ``compile_mode=reduce-overhead``, CUDA graphs) captures whole steps.
+`runtime.compile` (e.g. ``compile_mode=reduce-overhead``, CUDA graphs) captures whole steps.
 Traced with the eager backend: no compiler runs, so this is quick on the CPU."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _explain(preset: str):
     # shortcuts (packed GRUs, gathering real positions) step aside by themselves.
     config = load_config(preset, overrides=[
         "data.dataset=synthetic", "data.synthetic_users=200", "model.hidden_size=16",
-        "intents.n_intents=8", "adarec.max_depth=3", "train.length_buckets=1"])
+        "intents.n_intents=8", "adarec.max_depth=3", "runtime.length_buckets=1"])
     seed_everything(1)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len)

@@ -98,7 +98,7 @@ def test_gpu_evaluation_matches_cpu_and_repeats(preset):
 
 def test_fit_on_gpu(tmp_path):
     config = load_config("adarec-beauty", overrides=[
-        *SMALL, "train.max_epochs=2", f"train.device={CUDA.type}", f"output_dir={tmp_path}"])
+        *SMALL, "train.max_epochs=2", f"runtime.device={CUDA.type}", f"output_dir={tmp_path}"])
     run_dir, results = fit(config, progress=False)
     assert CUDA.type != "cuda" or results["peak_gpu_memory_mib"] > 0
     if CUDA.type == "cuda":

@@ -180,7 +180,7 @@ def test_length_buckets_give_the_same_real_outputs(buckets: int) -> None:
 def _built(preset: str, overrides: list[str], buckets: int):
     """The same weights (seed 0) with at most ``buckets`` length groups, each group free
     (tiny rows: split wherever it saves a position)."""
-    config = load_config(preset, overrides=[*overrides, f"train.length_buckets={buckets}"])
+    config = load_config(preset, overrides=[*overrides, f"runtime.length_buckets={buckets}"])
     torch.manual_seed(0)
     return build_model(config, n_items=20, max_len=12, group_cost=0).eval()
 

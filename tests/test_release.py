@@ -82,7 +82,7 @@ def test_one_pass_gives_each_branch_what_it_would_get_alone(buckets, monkeypatch
     from adarec.model.release import ReleaseMember
 
     monkeypatch.setattr(ReleaseMember, "noise", staticmethod(_constant_noise))
-    model = _ensemble(f"train.length_buckets={buckets}", group_cost=0).eval()
+    model = _ensemble(f"runtime.length_buckets={buckets}", group_cost=0).eval()
     member = model.members[0]
     member.alpha_bars.copy_(torch.tensor([0.3, 0.6]))  # the mixing weights matter
     torch.manual_seed(0)

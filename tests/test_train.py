@@ -29,8 +29,8 @@ def test_autocast_dtype_follows_precision_and_device():
 
 
 def test_unknown_precision_and_bad_time_limit_are_errors():
-    with pytest.raises(AdarecError, match="train.precision"):
-        load_config("default", overrides=["train.precision=fp16"])
+    with pytest.raises(AdarecError, match="runtime.precision"):
+        load_config("default", overrides=["runtime.precision=fp16"])
     with pytest.raises(AdarecError, match="max_minutes"):
         load_config("default", overrides=["train.max_minutes=0"])
 
@@ -131,9 +131,9 @@ def test_batches_by_length_hold_similar_lengths_and_need_less_padding():
 def test_eval_batch_size_defaults_by_device_and_is_validated():
     from adarec.setup import eval_batch_size
 
-    t = load_config("default").train
+    t = load_config("default").runtime
     assert eval_batch_size(t, CPU) == 512 and eval_batch_size(t, CUDA) == 2048
-    t = load_config("default", overrides=["train.eval_batch_size=100"]).train
+    t = load_config("default", overrides=["runtime.eval_batch_size=100"]).runtime
     assert eval_batch_size(t, CUDA) == 100
     with pytest.raises(AdarecError, match="eval_batch_size"):
-        load_config("default", overrides=["train.eval_batch_size=0"])
+        load_config("default", overrides=["runtime.eval_batch_size=0"])

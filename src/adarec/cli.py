@@ -67,7 +67,7 @@ def train(
     named = {
         "data.dataset": dataset, "data.data_dir": data_dir, "train.max_epochs": max_epochs,
         "train.max_minutes": max_minutes,
-        "data.shorten_seq_to": shorten_seq_to, "train.seed": seed, "train.device": device,
+        "data.shorten_seq_to": shorten_seq_to, "train.seed": seed, "runtime.device": device,
         "output_dir": output_dir,
     }
     if data_file is not None:
@@ -126,7 +126,7 @@ def reproduce(
 
     overrides = list(set_ or [])
     named = {"data.shorten_seq_to": shorten_seq_to, "data.data_dir": data_dir,
-             "train.device": device, "train.max_minutes": max_minutes}
+             "runtime.device": device, "train.max_minutes": max_minutes}
     overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
     folders = run_all(preset, seeds or [1], overrides=overrides, tag=tag,
                       results_root=results_dir, runs_dir=runs_dir, force=force,
@@ -158,7 +158,7 @@ def evaluate_cmd(
     model.to(dev).eval()
     mask = history_mask or cfg.train.history_mask
     result = evaluate(model.score, ev.to(dev), info.n_items, history_mask=mask,
-                      batch_size=eval_batch_size(cfg.train, dev))
+                      batch_size=eval_batch_size(cfg.runtime, dev))
     typer.echo(f"{path}: {split} split, {result['all']['users']} users, history_mask={mask}"
                + (f", shorten_seq_to={k}" if k else ""))
     typer.echo(_metrics_table({b: m for b, m in result.items()}))

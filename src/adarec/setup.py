@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adarec.config import DataConfig, RunConfig, TrainConfig
+from adarec.config import DataConfig, RunConfig, RuntimeConfig, TrainConfig
 from adarec.data.load import DataInfo, load_sequences, make_splits
 from adarec.data.sequences import Sequences
 from adarec.data.splits import EvalSplit, Splits, build_splits, left_pad
@@ -59,7 +59,7 @@ def set_matmul_precision(precision: str) -> None:
     torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
 
 
-def eval_batch_size(t: TrainConfig, device: torch.device) -> int:
+def eval_batch_size(t: RuntimeConfig, device: torch.device) -> int:
     """Users per full-ranking batch: the configured size, else 512 on a CPU, 2048 on a GPU."""
     if t.eval_batch_size is not None:
         return t.eval_batch_size
@@ -88,13 +88,13 @@ def setup_run(config: RunConfig) -> Run:
 
     Every optimiser is made later, one per training stage (`make_optimizer`).
     """
-    t = config.train
-    seed_everything(t.seed)
-    device = resolve_device(t.device)
-    set_matmul_precision(t.precision)
+    r = config.runtime
+    seed_everything(config.train.seed)
+    device = resolve_device(r.device)
+    set_matmul_precision(r.precision)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
-    return Run(config, device, autocast_dtype(t.precision, device), splits, info, model)
+    return Run(config, device, autocast_dtype(r.precision, device), splits, info, model)
 
 
 def evaluation_split(

@@ -192,12 +192,12 @@ def train_to_early_stop(
     likely end after it. On return ``run.model`` holds the best state.
     """
     config, info, model, tag = run.config, run.info, stage.model, stage.tag
-    t = config.train
+    t, r = config.train, config.runtime
     device = run.device
     train, valid = run.splits.train.to(device), run.splits.valid.to(device)
     model.before_training(train.inputs, t.seed)
     optimizer = make_optimizer(model, t, device)
-    loss_fn = loss_function(model, compile=t.compile, mode=t.compile_mode)
+    loss_fn = loss_function(model, compile=r.compile, mode=r.compile_mode)
     autocast = run.autocast
     by_length = t.batching == "by_length"
     generator = torch.Generator(device=device).manual_seed(t.seed)
@@ -211,7 +211,7 @@ def train_to_early_stop(
         t1 = time.perf_counter()
         model.eval()
         metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
-                           batch_size=eval_batch_size(t, device))
+                           batch_size=eval_batch_size(r, device))
         t2 = time.perf_counter()
         log = EpochLog(epoch, losses, metrics, t1 - t0, t2 - t1)
         logs.append(log)
@@ -278,16 +278,16 @@ def fit(
         ]
     writer.close()
 
-    t = config.train
+    t, r = config.train, config.runtime
     test_split = splits.test.to(device)
     model.eval()
     # Both masking protocols (docs/protocol.md#history-masks): ``test`` is the configured one.
     test_by_mask = evaluate_masks(model.score, test_split, info.n_items,
-                                  batch_size=eval_batch_size(t, device))
+                                  batch_size=eval_batch_size(r, device))
     test = test_by_mask[t.history_mask]
     popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
     popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
-                          batch_size=eval_batch_size(t, device))
+                          batch_size=eval_batch_size(r, device))
     logs = [log for stop in stops for log in stop.logs]
     best_epochs = [s.best_epoch for s in stops]
     best_valid = [s.logs[s.best_epoch - 1].valid for s in stops]

@@ -27,7 +27,7 @@ from adarec.model.sasrec import SASRec
 
 class Grouping:
     """The CPU length grouping of each part (`adarec.model.grouping`), from
-    ``train.length_buckets`` (at most 1: none, batches run whole) and a part's width."""
+    ``runtime.length_buckets`` (at most 1: none, batches run whole) and a part's width."""
 
     def __init__(self, buckets: int, cost: int | None = None) -> None:
         self.buckets, self.cost = buckets, cost  # cost: one price for every part (tests: 0)
@@ -124,7 +124,7 @@ def _release(config: RunConfig, n_items: int, max_len: int, grouping: Grouping
             # group price of 128 beat 32 and 0).
             grouping=grouping(m.hidden_size, scale=4), gram=grouping.gram(m.hidden_size),
         )
-        for depths in r.member_depths()
+        for depths in r.depths
     ]
     return ReleaseEnsemble(members)
 
@@ -136,12 +136,12 @@ def build_model(
     ``max_len``: ``sasrec`` is SASRec alone; ``elcrec`` is SASRec with ELCRec's intent
     learning (``config.intents``); ``adarec`` is the paper's model (``config.adarec``).
 
-    On the CPU its parts run rows in at most ``config.train.length_buckets`` length groups
+    On the CPU its parts run rows in at most ``config.runtime.length_buckets`` length groups
     (`adarec.model.grouping`); ``group_cost`` replaces every part's measured price of a group
     (tests: 0 splits wherever a padded position is saved).
     """
     cfg = config.model
-    grouping = Grouping(config.train.length_buckets, group_cost)
+    grouping = Grouping(config.runtime.length_buckets, group_cost)
     embedding = SequenceEmbedding(
         n_rows=n_items + 1, max_len=max_len, dim=cfg.hidden_size, dropout=cfg.hidden_dropout
     )
