@@ -8,9 +8,8 @@ keys on top. Only top-level files are presets (`preset_names`).
 from __future__ import annotations
 
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -19,6 +18,9 @@ from adarec.config.legacy import upgrade
 from adarec.config.messages import explain
 from adarec.config.sections import RunConfig
 from adarec.errors import AdarecError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 _TOP_LEVEL = ("output_dir",)  # keys outside any section that an override may set
 
@@ -58,7 +60,9 @@ def _resolve(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """The preset or fragment ``name`` with everything it extends merged under it."""
     if name in chain:
         raise AdarecError(f"presets extend each other in a cycle: {' -> '.join((*chain, name))}")
-    file = _presets_dir().joinpath(*f"{name}.yaml".split("/"))
+    file = _presets_dir()
+    for part in f"{name}.yaml".split("/"):
+        file = file.joinpath(part)
     if not file.is_file():
         raise AdarecError(f"preset {chain[-1]} extends {name!r}, which is not a file in presets/")
     data = _read_yaml(file.read_text(), f"preset {name}")
