@@ -104,7 +104,7 @@ def _validate(data: dict[str, Any]) -> RunConfig:
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Validate a stored mapping (a run's config.yaml, a checkpoint's config); a config of
-    the old layout (docs/configuration.md) is upgraded first."""
+    the old layout (docs/configuration.md#old-run-directories) is upgraded first."""
     return _validate(upgrade(data))
 
 

@@ -6,9 +6,10 @@ YAML writes values: an int field takes only ints (never ``true`` or ``1.5``), a 
 takes ints and numeric strings (YAML reads ``1e-3`` as a string) but not ``true``, and no float
 may be nan or infinite. Checks between keys of one section are the ``_check`` validators.
 
-The rule for `RuntimeConfig` (docs/configuration.md): a key belongs there when it changes
-where or how fast a run goes, and at most the floating-point rounding of what it computes;
-a key that changes the model, the data, the batches or the protocol does not.
+The rule for `RuntimeConfig` (docs/configuration.md#what-goes-in-runtime): a key belongs
+there when it changes where or how fast a run goes, and at most the floating-point rounding
+of what it computes; a key that changes the model, the data, the batches or the protocol
+does not.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    """Which interactions to use and how to cut them (docs/protocol.md)."""
+    """Which interactions to use and how to cut them (docs/protocol.md#splits)."""
 
     dataset: str = "synthetic"
     """A registered benchmark (Beauty, Sports_and_Outdoors, Toys_and_Games, Yelp; checked
@@ -129,7 +130,7 @@ class ModelConfig(Section):
 
 class IntentsConfig(Section):
     """ELCRec's learnable intents (``elcrec``, ``adarec`` with ``intents``, ``release``;
-    docs/method.md)."""
+    docs/method.md#elcrec-intents)."""
 
     n_intents: PositiveInt = 256
     """Number of intent centres K (k-means initialised once before training)."""
@@ -155,7 +156,7 @@ class IntentsConfig(Section):
 
 
 class ADARecConfig(Section):
-    """ADARec (``model.name=adarec``; docs/method.md). The ablations of the paper's Table 4:
+    """ADARec (``model.name=adarec``; docs/method.md#adarec). The ablations of the paper's Table 4:
     ``controller=fixed`` (without ADC), ``denoise=false`` (without HDA), ``experts=1`` (ADC +
     HDA only), ``router=constant`` (without router), ``cont_weight=0`` (without L_cont),
     ``max_depth=0`` (HP-MoE only)."""
@@ -269,7 +270,7 @@ class TrainConfig(Section):
 
 class RuntimeConfig(Section):
     """Where and how fast a run goes: never what it computes, beyond floating-point rounding
-    (the rule is in docs/configuration.md)."""
+    (docs/configuration.md#what-goes-in-runtime)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` (cuda when available), ``cpu`` or ``cuda``."""
