@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from adarec.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from adarec.config import config_from_dict, load_config, preset_names
+from adarec.config import RunConfig, config_from_dict, load_config, preset_names
 from adarec.config import load as config_load
 from adarec.data.load import DataInfo
 from adarec.errors import AdarecError
@@ -63,7 +63,12 @@ def test_the_same_presets_are_listed():
 
 @pytest.mark.parametrize("name", sorted(OLD_PRESETS))
 def test_each_preset_resolves_to_exactly_its_old_values(name: str):
-    assert _flat(load_config(name)) == _old_to_new_flat(OLD_PRESETS[name])
+    new, old = _flat(load_config(name)), _old_to_new_flat(OLD_PRESETS[name])
+    assert {k: new.get(k, "missing") for k in old} == old
+    # A key added since the fixture was dumped keeps its default in every preset.
+    defaults = _flat(RunConfig())
+    assert {k: v for k, v in new.items() if k not in old and k != "preset"} == {
+        k: v for k, v in defaults.items() if k not in old and k != "preset"}
 
 
 @pytest.mark.parametrize("name", sorted(OLD_PRESETS))
@@ -74,7 +79,8 @@ def test_an_old_stored_config_of_each_preset_loads_as_the_preset(name: str):
 def test_an_old_run_directory_config_yaml_loads(tmp_path: Path):
     config = load_config(config_file=FIXTURES / "old-release-config.yaml")
     old = yaml.safe_load((FIXTURES / "old-release-config.yaml").read_text())
-    assert _flat(config) == _old_to_new_flat(old)
+    new, expected = _flat(config), _old_to_new_flat(old)
+    assert {k: new.get(k, "missing") for k in expected} == expected  # later keys: defaults
     r = config.runtime
     assert (r.device, r.precision, r.eval_batch_size, r.length_buckets, r.compile,
             r.compile_mode) == ("cpu", "fp32", 100, 3, True, "max-autotune")
