@@ -19,11 +19,12 @@ from adarec.evaluate import (
 NEG = float("-inf")
 
 
-def _ranks(scores, answers, hist, n_items, mode):
+def _ranks(scores, answers, hist, n_items, mode, ties="conservative"):
     rows = torch.tensor([r for r, _ in hist], dtype=torch.int64)
     items = torch.tensor([i for _, i in hist], dtype=torch.int64)
     return rank_answers(
-        torch.tensor(scores), torch.tensor(answers), rows, items, n_items, history_mask=mode
+        torch.tensor(scores), torch.tensor(answers), rows, items, n_items, history_mask=mode,
+        ties=ties,
     ).tolist()
 
 
@@ -31,7 +32,7 @@ def _ranks(scores, answers, hist, n_items, mode):
 SCORES = [
     [-5.0, -1.0, -2.0, -3.0, -4.0, -6.0],  # answer 2; history item 3 (-3 -> 0 in zero mode)
     [5.0, 1.0, 2.0, 3.0, 0.5, 4.0],  # answer 3; padding and spare beat it in zero mode only
-    [0.0, 1.0, 1.0, 1.0, 1.0, 0.0],  # answer 3; ties with items 1 and 2 (smaller index)
+    [0.0, 1.0, 1.0, 1.0, 1.0, 0.0],  # answer 3; ties with items 1, 2 (smaller id) and 4
     [1.0, 1.0, 0.5, 0.2, 0.1, 0.0],  # answer 1; ties with the padding column (zero mode)
     [0.0, 1.0, 2.0, 3.0, 4.0, 0.0],  # answer 2 is itself in the history
 ]
@@ -40,14 +41,34 @@ HIST = [(0, 3), (1, 1), (4, 2), (4, 2)]  # (row, item); duplicates are allowed
 
 
 def test_rank_answers_inf_mode():
-    # Row 4: answer at -inf; ahead are items 1, 3, 4 (finite) and column 0 (-inf, smaller idx).
-    assert _ranks(SCORES, ANSWERS, HIST, 4, "inf") == [2, 1, 3, 1, 5]
+    # Conservative: row 2 ranks after all three equal items; row 4's answer is at -inf
+    # (history), behind all 6 columns (padding and spare are at -inf too).
+    assert _ranks(SCORES, ANSWERS, HIST, 4, "inf") == [2, 1, 4, 1, 6]
+    # by_id: row 2 only after items 1 and 2; row 4: ahead are items 1, 3, 4 (finite) and
+    # column 0 (-inf, smaller index).
+    assert _ranks(SCORES, ANSWERS, HIST, 4, "inf", "by_id") == [2, 1, 3, 1, 5]
 
 
 def test_rank_answers_zero_mode():
     # Row 0: history item 3 gets 0 > -2. Row 1: pad 5 and spare 4 beat 3; item 1 -> 0.
-    # Row 3: ties with padding column 0. Row 4: answer -> 0, below 1, 3, 4; col 0 ties first.
-    assert _ranks(SCORES, ANSWERS, HIST, 4, "zero") == [3, 3, 3, 2, 5]
+    # Row 3: ties with padding column 0. Row 4: answer -> 0, below 1, 3, 4; col 0 ties first,
+    # the spare column (0) ties too (after it under by_id, ahead of it when conservative).
+    assert _ranks(SCORES, ANSWERS, HIST, 4, "zero") == [3, 3, 4, 2, 6]
+    assert _ranks(SCORES, ANSWERS, HIST, 4, "zero", "by_id") == [3, 3, 3, 2, 5]
+
+
+def test_ties_hand_case():
+    # Five items, every one scored 1.0: a constant model. The answer is item 2.
+    flat = [[0.0, 1.0, 1.0, 1.0, 1.0, 1.0]]
+    assert _ranks(flat, [2], [], 5, "inf") == [5]  # after every equal item
+    assert _ranks(flat, [2], [], 5, "inf", "by_id") == [2]  # only item 1 is ahead
+    # Item 4 (history) is masked and no longer ties; item 5 scores higher; items 1 and 3
+    # tie (both ahead when conservative, only item 1 by id).
+    mixed = [[0.0, 1.0, 1.0, 1.0, 1.0, 2.0]]
+    assert _ranks(mixed, [2], [(0, 4)], 5, "inf") == [4]
+    assert _ranks(mixed, [2], [(0, 4)], 5, "inf", "by_id") == [3]
+    with pytest.raises(ValueError, match="ties"):
+        _ranks(flat, [2], [], 5, "inf", "random")
 
 
 def test_rank_answers_leaves_input_alone_and_handles_int_nan():
@@ -75,7 +96,7 @@ def test_rank_answers_validates():
 # inf rank = 1 + #non-history items with a smaller id; zero rank adds pad and spare (+2).
 HISTORIES = [[1, 2], [5, 4, 3], [2, 2, 5, 2, 5], [3] * 8, [5] * 12]
 ANS = [3, 2, 4, 5, 5]
-INF_RANKS = [1, 2, 3, 4, 6]  # user 4's answer is in its history: 1 + items 1..4 + column 0
+INF_RANKS = [1, 2, 3, 4, 7]  # user 4's answer is in its history: after all 7 columns
 ZERO_RANKS = [3, 4, 5, 6, 7]
 FIXED = torch.tensor([9.0, 5.0, 4.0, 3.0, 2.0, 1.0, 8.0])
 

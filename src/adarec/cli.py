@@ -12,6 +12,11 @@ import typer
 
 from adarec.errors import AdarecError
 
+try:  # typer >= 0.2x vendors click; older releases use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors
+
 app = typer.Typer(
     help="ADARec and its baselines for sequential recommendation.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -61,8 +66,15 @@ def train(
 ) -> None:
     """Train to early stopping on validation NDCG@20, then test the best checkpoint once."""
     from adarec.config import load_config
+    from adarec.inputs import absolute, check_run_name, read_text_file
     from adarec.train import fit
 
+    if dataset is not None and data_file is not None:
+        raise AdarecError("give --dataset or --data-file, not both")
+    if run_name is not None:
+        check_run_name(run_name)
+    if config is not None:
+        read_text_file(config, "config file")  # a clear error for binary or UTF-16 files
     overrides = list(set_ or [])
     named = {
         "data.dataset": dataset, "data.data_dir": data_dir, "train.max_epochs": max_epochs,
@@ -74,6 +86,9 @@ def train(
         named.update({"data.dataset": "file", "data.data_file": data_file})
     cfg = load_config(preset, config, overrides)
     cfg = _apply_named(cfg, named)
+    # Absolute data paths, so the run can be evaluated from any directory.
+    cfg = _apply_named(cfg, {"data.data_file": absolute(cfg.data.data_file),
+                             "data.data_dir": absolute(cfg.data.data_dir)})
     run_dir, results = fit(cfg, run_name=run_name, progress=progress,
                            command=_command_line())
     typer.echo(f"run directory: {run_dir}")
@@ -122,10 +137,11 @@ def reproduce(
 ) -> None:
     """Train presets to early stopping per seed; write results/<dataset>/ and a table beside
     the paper's numbers."""
+    from adarec.inputs import absolute
     from adarec.reproduce import reproduce as run_all
 
     overrides = list(set_ or [])
-    named = {"data.shorten_seq_to": shorten_seq_to, "data.data_dir": data_dir,
+    named = {"data.shorten_seq_to": shorten_seq_to, "data.data_dir": absolute(data_dir),
              "runtime.device": device, "train.max_minutes": max_minutes}
     overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
     folders = run_all(preset, seeds or [1], overrides=overrides, tag=tag,
@@ -141,26 +157,35 @@ def evaluate_cmd(
     split: Annotated[str, Opt(help="valid or test.")] = "test",
     shorten_seq_to: Annotated[int | None, Opt(help="Sparse protocol: keep last K.")] = None,
     history_mask: Annotated[str | None, Opt(help="inf or zero (release).")] = None,
+    ties: Annotated[str, Opt(help="Equal scores: conservative (the answer ranks after all "
+                             "of them) or by_id (smaller item id first, as before).")
+                    ] = "conservative",
     data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Evaluate a trained model on the validation or test split (full ranking)."""
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
-    from adarec.evaluate import evaluate
+    from adarec.evaluate import HISTORY_MASKS, TIES, evaluate
+    from adarec.inputs import check_choice, is_incomplete
     from adarec.setup import eval_batch_size, evaluation_split, resolve_device
 
+    check_choice("--history-mask", history_mask, HISTORY_MASKS)
+    check_choice("--ties", ties, TIES)
+    dev = resolve_device(device)
     path = run / "best.pt" if run.is_dir() else run
+    if is_incomplete(path.parent):
+        typer.echo(f"warning: the run in {path.parent} did not finish; evaluating its best "
+                   "checkpoint so far", err=True)
     model, cfg, info = model_from_checkpoint(load_checkpoint(path))
     ev = evaluation_split(cfg, info, split, data_dir=str(data_dir) if data_dir else None,
                           shorten_seq_to=shorten_seq_to)
     k = shorten_seq_to if shorten_seq_to is not None else cfg.data.shorten_seq_to
-    dev = resolve_device(device)
     model.to(dev).eval()
     mask = history_mask or cfg.train.history_mask
-    result = evaluate(model.score, ev.to(dev), info.n_items, history_mask=mask,
+    result = evaluate(model.score, ev.to(dev), info.n_items, history_mask=mask, ties=ties,
                       batch_size=eval_batch_size(cfg.runtime, dev))
     typer.echo(f"{path}: {split} split, {result['all']['users']} users, history_mask={mask}"
-               + (f", shorten_seq_to={k}" if k else ""))
+               + (f", shorten_seq_to={k}" if k else "") + f", ties={ties}")
     typer.echo(_metrics_table({b: m for b, m in result.items()}))
 
 
@@ -176,13 +201,21 @@ def recommend(
     """Top-k next items for each user of a sequence file (TSV: user, rank, item, score)."""
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
     from adarec.data.reader import read_sequences
+    from adarec.inputs import check_output_file
     from adarec.recommend import recommend as top_k
+    from adarec.recommend import shortfall
     from adarec.setup import resolve_device
 
+    if k < 1:
+        raise AdarecError(f"--k must be >= 1; got {k}")
+    dev = resolve_device(device)
     path = run / "best.pt" if run.is_dir() else run
+    if output is not None:
+        check_output_file(output, option="--output", inputs=[histories, path])
     model, _, info = model_from_checkpoint(load_checkpoint(path))
-    model.to(resolve_device(device))
+    model.to(dev)
     seqs = read_sequences(histories)
+    k = min(k, info.n_items)  # no more than every item the model knows
     items, scores = top_k(model, seqs, k=k, n_items=info.n_items, max_len=info.max_len,
                           exclude_history=not include_history)
     lines = ["user\trank\titem\tscore"]
@@ -195,7 +228,7 @@ def recommend(
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
-        typer.echo(f"wrote {output}: {len(seqs)} users x top {k}")
+        typer.echo(f"wrote {output}: {len(seqs)} users x top {k}{shortfall(scores, k)}")
 
 
 @app.command()
@@ -338,10 +371,26 @@ def data_import(
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)  # returns an exit code after --help and the like
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # `adarec` or `adarec data` alone: the help text
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # unknown option, bad value: one line, not a box
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        typer.echo(f"error: {exc.format_message()}{where}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except AdarecError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        message = " ".join(str(exc).split())  # one line, even if a library's text had more
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except (MemoryError, OverflowError) as exc:  # a size or number too large to work with
+        typer.echo(f"error: a setting or input is too large ({type(exc).__name__}: "
+                   f"{' '.join(str(exc).split())})", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -6,6 +6,10 @@ padding column 0 and any spare columns after ``n_items`` to -inf, so only real i
 ``history_mask="zero"`` reproduces the original release: history scores are set to 0 and
 nothing else is masked, so padding/spare columns rank too and, when scores are negative, a
 history item can still outrank the answer. Report both when comparing with the paper.
+
+Ties (docs/protocol.md#ties): ``ties="conservative"`` (default) ranks the answer after every
+item with an equal score; ``ties="by_id"`` (adarec's behaviour before) ranks it after the
+equal items with a smaller id only, which favours items numbered early.
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """(B, L) int64 inputs -> (B, C) scores, C >= n_items + 1; column j = item j, 0 = padding."""
 
 HISTORY_MASKS = ("inf", "zero")
+TIES = ("conservative", "by_id")
 
 
 def _check_mask(history_mask: str) -> None:
     if history_mask not in HISTORY_MASKS:
         raise ValueError(f"history_mask must be one of {HISTORY_MASKS}, got {history_mask!r}")
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
 
 
 def _fresh_float(scores: torch.Tensor) -> torch.Tensor:
@@ -40,6 +50,7 @@ def rank_answers(
     hist_items: torch.Tensor,
     n_items: int,
     history_mask: str = "inf",
+    ties: str = "conservative",
 ) -> torch.Tensor:
     """1-based rank of each row's answer among the columns of ``scores``.
 
@@ -47,13 +58,15 @@ def rank_answers(
     ``hist_items`` (H,) are the (row in 0..B-1, item) history entries to exclude;
     ``history_mask`` is "inf" (clean) or "zero" (original release), see the module docstring.
 
-    Returns (B,) int64 ranks: 1 + #columns with a strictly higher score + #columns with an
-    equal score and a smaller index (deterministic tie-break). NaN scores count as -inf.
+    Returns (B,) int64 ranks: 1 + #columns with a strictly higher score + #other columns
+    with an equal score (``ties="conservative"``), or + #columns with an equal score and a
+    smaller index (``ties="by_id"``, the earlier behaviour). NaN scores count as -inf.
     An answer that is itself in the history (a repeat) is masked like any history item: in
     "inf" mode it sits at -inf behind every real item (never a hit), in "zero" mode its
     score is 0. This is the standard protocol and is kept on purpose.
     """
     _check_mask(history_mask)
+    _check_ties(ties)
     if scores.dim() != 2 or scores.shape[1] < n_items + 1:
         raise ValueError(f"scores must be (B, C>={n_items + 1}), got {tuple(scores.shape)}")
     dev = scores.device
@@ -68,6 +81,10 @@ def rank_answers(
         s[rows, items] = 0.0
     answers = answers.to(dev)
     a = s.gather(1, answers[:, None])  # (B, 1)
+    if ties == "conservative":
+        # One pass: the answer's own column is the one equal score not ahead of it. An
+        # answer at -inf (a repeat under "inf") ranks after every column: never a hit.
+        return (s >= a).sum(dim=1)
     col = torch.arange(s.shape[1], device=dev)  # (C,)
     ahead = (s > a) | ((s == a) & (col[None, :] < answers[:, None]))  # (B, C)
     return ahead.sum(dim=1) + 1
@@ -79,6 +96,7 @@ def evaluate(
     n_items: int,
     *,
     history_mask: str = "inf",
+    ties: str = "conservative",
     batch_size: int = 2048,
     ks: Sequence[int] = (5, 10, 20),
     buckets: Sequence[int] = (3, 5, 10),
@@ -99,7 +117,7 @@ def evaluate(
     An empty group has 0.0 metrics and ``users == 0``.
     """
     return evaluate_masks(score_fn, split, n_items, history_masks=(history_mask,),
-                          batch_size=batch_size, ks=ks, buckets=buckets, device=device,
+                          ties=ties, batch_size=batch_size, ks=ks, buckets=buckets, device=device,
                           trim=trim)[history_mask]
 
 
@@ -109,6 +127,7 @@ def evaluate_masks(
     n_items: int,
     *,
     history_masks: Sequence[str] = HISTORY_MASKS,
+    ties: str = "conservative",
     batch_size: int = 2048,
     ks: Sequence[int] = (5, 10, 20),
     buckets: Sequence[int] = (3, 5, 10),
@@ -119,6 +138,7 @@ def evaluate_masks(
     ``{mask: evaluate(..., history_mask=mask)}``."""
     for mask in history_masks:
         _check_mask(mask)
+    _check_ties(ties)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parts: dict[str, list[torch.Tensor]] = {mask: [] for mask in history_masks}
@@ -132,7 +152,8 @@ def evaluate_masks(
             rows, items = split.history_coo(start, stop)
             answers = split.answers[start:stop]
             for mask in history_masks:
-                parts[mask].append(rank_answers(scores, answers, rows, items, n_items, mask))
+                parts[mask].append(rank_answers(scores, answers, rows, items, n_items, mask,
+                                                     ties))
     return {mask: _summaries(ranks, split, ks, buckets) for mask, ranks in parts.items()}
 
 

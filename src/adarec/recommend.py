@@ -45,3 +45,14 @@ def recommend(
         items.append(idx.cpu())
         scores.append(values.cpu())
     return torch.cat(items).numpy(), torch.cat(scores).float().numpy()
+
+
+def shortfall(scores: np.ndarray, k: int) -> str:
+    """``""`` when every row of ``scores`` (U, k) holds ``k`` recommendations, else a note
+    saying how many users got fewer (a -inf score marks a slot with no item left)."""
+    counts = (scores != -np.inf).sum(axis=1)
+    short = counts < k
+    if not short.any():
+        return ""
+    return (f" ({int(short.sum())} users had fewer than {k} items left to recommend, the "
+            f"fewest {int(counts.min())}; {int(counts.sum())} rows in all)")

@@ -3,6 +3,7 @@ seed, matmul precision, the configured data, the model and its optimiser."""
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from adarec.config import DataConfig, RunConfig, RuntimeConfig, TrainConfig
+from adarec.data.checks import check_same_data
 from adarec.data.load import DataInfo, load_sequences, make_splits
 from adarec.data.sequences import Sequences
 from adarec.data.splits import EvalSplit, Splits, build_splits, left_pad
@@ -18,15 +20,20 @@ from adarec.model.build import build_model
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error, and so is
+    any name other than ``auto``, ``cpu``, ``cuda`` and ``cuda:N``."""
+    if name not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise AdarecError(f"--device must be auto, cpu, cuda or cuda:N; got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise AdarecError("device 'cuda' was asked for but PyTorch sees no CUDA device")
     return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
+    if not 0 <= seed < 2**63:  # what torch's generators take, whatever the platform
+        raise AdarecError(f"train.seed must be in 0..2**63-1; got {seed}")
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
 
@@ -106,17 +113,16 @@ def evaluation_split(
     left-padded to the model's ``info.max_len``; data the model cannot read is an error."""
     if split not in ("valid", "test"):
         raise AdarecError(f"--split must be valid or test, got {split!r}")
-    seqs = configured_sequences(config.data, data_dir)
-    if seqs.n_items > info.n_items:
-        raise AdarecError(f"{seqs.source} has {seqs.n_items} items but the model knows "
-                          f"{info.n_items}: not the data it was trained on")
     k = shorten_seq_to if shorten_seq_to is not None else config.data.shorten_seq_to
     if k is not None and k < 1:
         raise AdarecError(f"--shorten-seq-to must be >= 1, got {k}")
-    splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
-    ev = getattr(splits, split)
-    if ev.inputs.shape[1] > info.max_len:
+    if k is not None and k + 3 > info.max_len:  # checked first: a huge k would not fit memory
         raise AdarecError(f"--shorten-seq-to {k} needs inputs of {k + 3} > the model's "
                           f"max_len {info.max_len}")
+    seqs = configured_sequences(config.data, data_dir)
+    # The run's data fingerprint ("" for older runs: then only the item count is checked).
+    check_same_data(seqs, n_items=info.n_items, expected=info.fingerprint)
+    splits = build_splits(seqs, max_len=info.max_len, shorten_seq_to=k)
+    ev = getattr(splits, split)
     ev.inputs = left_pad(ev.inputs, info.max_len)
     return ev

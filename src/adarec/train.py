@@ -26,6 +26,7 @@ from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
 from adarec.data.splits import TrainSplit, trim_left
 from adarec.evaluate import evaluate, evaluate_masks, item_counts, popularity_score_fn
+from adarec.inputs import make_run_dir, mark_complete
 from adarec.model.interface import Batch, Stage
 from adarec.model.losses import LossOutput
 from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
@@ -161,13 +162,7 @@ def commit_id() -> str | None:
 def new_run_dir(config: RunConfig, name: str | None = None) -> Path:
     """A fresh directory under ``output_dir``; an existing run is never overwritten."""
     base = name or f"{config.preset}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root = Path(config.output_dir)
-    path, n = root / base, 1
-    while path.exists():
-        n += 1
-        path = root / f"{base}-{n}"
-    path.mkdir(parents=True)
-    return path
+    return make_run_dir(config.output_dir, base)  # marked INCOMPLETE until results.json
 
 
 @dataclass
@@ -318,4 +313,5 @@ def fit(
         "versions": {"torch": str(torch.__version__)},
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    mark_complete(run_dir)
     return run_dir, results

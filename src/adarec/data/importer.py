@@ -42,6 +42,8 @@ class ImportReport:
 
 def _read(path: Path, sep: str | None, id_cols: list[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise AdarecError(f"{path}: is a folder; give the interaction log file")
     if not path.is_file():
         raise AdarecError(f"{path}: file not found")
     try:
@@ -65,6 +67,22 @@ def _read(path: Path, sep: str | None, id_cols: list[str]) -> pd.DataFrame:
         raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise AdarecError(f"{path}: cannot read the log ({exc})") from None
+
+
+def _map_path(out_path: Path, kind: str) -> Path:
+    return out_path.with_name(f"{out_path.stem}.{kind}_map.tsv")
+
+
+def _check_outputs(log: Path, out_path: Path) -> None:
+    """The sequence file and its id maps must be writable files, none of them the log."""
+    if out_path.is_dir():  # also "" and "."
+        raise AdarecError(f"{out_path} is a folder; give the sequence file's name")
+    for target in (out_path, _map_path(out_path, "user"), _map_path(out_path, "item")):
+        if target.is_dir():
+            raise AdarecError(f"{target} is a folder; give the sequence file's name")
+        if target.exists() and target.resolve() == log.resolve():
+            raise AdarecError(f"{target} is the input log; writing it would destroy the log; "
+                              "give another output name")
 
 
 def _as_text(col: pd.Series) -> pd.Series:
@@ -116,6 +134,13 @@ def import_log(
         raise AdarecError(f"dedup must be 'first', 'last' or 'none', got {dedup!r}")
     if k_core < 0:
         raise AdarecError(f"k_core must be >= 0, got {k_core}")
+    columns = {"user": user_col, "item": item_col, "time": time_col}
+    if len(set(columns.values())) < len(columns):
+        raise AdarecError(
+            "the user, item and time columns must be three different columns, got "
+            + ", ".join(f"{k} {v!r}" for k, v in columns.items())
+        )
+    _check_outputs(path, out_path)
     df = _read(path, sep, [user_col, item_col])
     missing = [c for c in (user_col, item_col, time_col) if c not in df.columns]
     if missing:
@@ -163,12 +188,14 @@ def import_log(
         n_items=len(item_orig),
         source=str(path),
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_sequences(seqs, out_path)
-    for kind, orig in (("user", user_orig), ("item", item_orig)):
-        pd.DataFrame({"new_id": np.arange(1, len(orig) + 1), "original_id": orig}).to_csv(
-            out_path.with_name(f"{out_path.stem}.{kind}_map.tsv"), sep="\t", index=False
-        )
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        write_sequences(seqs, out_path)
+        for kind, orig in (("user", user_orig), ("item", item_orig)):
+            frame = pd.DataFrame({"new_id": np.arange(1, len(orig) + 1), "original_id": orig})
+            frame.to_csv(_map_path(out_path, kind), sep="\t", index=False)
+    except OSError as exc:
+        raise AdarecError(f"cannot write {out_path} or its id maps ({exc.strerror})") from None
     return ImportReport(
         rows_read=rows_read,
         rows_after_dedup=rows_after_dedup,

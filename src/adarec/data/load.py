@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adarec.data import registry, synthetic
+from adarec.data.checks import check_dense_ids, fingerprint
 from adarec.data.reader import read_sequences
 from adarec.data.sequences import Sequences
 from adarec.data.splits import Splits, build_splits
@@ -20,6 +21,7 @@ class DataInfo:
     n_interactions: int
     max_len: int
     source: str
+    fingerprint: str = ""  # `adarec.data.checks.fingerprint` of the sequences ("" in old runs)
 
 
 def load_sequences(
@@ -37,7 +39,9 @@ def load_sequences(
     if dataset == "file":
         if not data_file:
             raise AdarecError("dataset 'file' needs a data file (--data-file PATH)")
-        return read_sequences(data_file)
+        seqs = read_sequences(data_file)
+        check_dense_ids(seqs)
+        return seqs
     return registry.load_dataset(dataset, data_dir=data_dir)
 
 
@@ -56,5 +60,6 @@ def make_splits(
         n_interactions=seqs.n_interactions,
         max_len=splits.max_len,
         source=seqs.source,
+        fingerprint=fingerprint(seqs),
     )
     return splits, info

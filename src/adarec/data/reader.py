@@ -17,6 +17,7 @@ import numpy as np
 
 from adarec.data.sequences import Sequences
 from adarec.errors import AdarecError
+from adarec.inputs import decode_text
 
 # Anything other than digits, '-' and whitespace cannot be part of a valid file. numpy's
 # string-to-int conversion is more lenient than the format ('+5', '1_000'), so check first.
@@ -31,15 +32,17 @@ def read_sequences(path: str | Path) -> Sequences:
     Raises:
         AdarecError: the file is missing or unreadable, holds no users, or a line is malformed
             (non-integer token, item id <= 0, user without items, duplicate user id); the
-            message names the file and the 1-based line number.
+            message names the file and the 1-based line number. Text must be UTF-8 (a
+            UTF-8 byte-order mark is allowed); UTF-16/32 or binary files are refused.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise AdarecError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise AdarecError(f"{path}: cannot read the file ({exc})") from None
+    text = decode_text(data, path)  # UTF-8; a UTF-8 BOM is dropped, UTF-16 is refused
 
     # Split on '\n' only, so line numbers match what an editor shows.
     line_no: list[int] = []
