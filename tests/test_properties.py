@@ -127,10 +127,10 @@ def _values_for(default: object) -> st.SearchStrategy:
     return st.one_of(st.just(default), st.just(default), base, weird)
 
 
-# Forced tiny so that valid configs train in about a second (train.compile would take long).
+# Forced tiny so that valid configs train in about a second (runtime.compile would be long).
 TINY = ["--set", "data.dataset=synthetic", "--set", "data.synthetic_users=40",
         "--set", "data.synthetic_items=50", "--set", "train.max_epochs=1",
-        "--set", "train.compile=false", "--set", "train.device=cpu", "--max-epochs", "1"]
+        "--set", "runtime.compile=false", "--set", "runtime.device=cpu", "--max-epochs", "1"]
 
 
 def _config_strategy() -> st.SearchStrategy:
@@ -138,7 +138,7 @@ def _config_strategy() -> st.SearchStrategy:
     sections = {name: body for name, body in defaults.items() if isinstance(body, dict)}
     keys = [(s, k, v) for s, body in sections.items() for k, v in body.items()
             if (s, k) not in {("data", "dataset"), ("data", "synthetic_users"),
-                              ("data", "synthetic_items"), ("train", "compile")}]
+                              ("data", "synthetic_items"), ("runtime", "compile")}]
     entry = st.sampled_from(keys).flatmap(
         lambda skv: _values_for(skv[2]).map(lambda v: (skv[0], skv[1], v)))
     extra = st.sampled_from([("model", "nosuch", 1), ("nosection", "x", 1)])
