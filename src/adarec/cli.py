@@ -261,6 +261,25 @@ def export_cmd(
 
 
 @app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, results files or "
+                                                 "folders of them.")],
+    output: Annotated[Path, Opt(help="Folder for report.md and the figures.")],
+    baseline: Annotated[str | None, Opt(help="Baseline group (e.g. sasrec-beauty) or preset; "
+                                        "default: the SASRec runs.")] = None,
+    bootstrap: Annotated[int, Opt(help="Bootstrap resamples per interval.")] = 2000,
+) -> None:
+    """Tables over seeds, paired tests against a baseline, collapse measures and figures."""
+    from adarec.report.write import build_report
+
+    if bootstrap < 100:
+        raise AdarecError(f"--bootstrap must be >= 100, got {bootstrap}")
+    path = build_report(paths, output, baseline=baseline, n_resamples=bootstrap)
+    figures = sorted(p.name for p in output.glob("*.png"))
+    typer.echo(f"wrote {path} and {len(figures)} figures: {', '.join(figures)}")
+
+
+@app.command()
 def presets() -> None:
     """List the shipped presets."""
     from adarec.config import preset_names
