@@ -6,7 +6,8 @@ gets ``h``; all are computed in float64.
 
 * `effective_rank`: ``exp(H(p))`` with ``p = s / sum(s)`` the normalised singular values of
   ``h`` as it is (not centred), Roy and Vetterli (2007). 1 for a rank-1 matrix, ``d`` for d
-  orthonormal rows; at most ``min(N, D)``.
+  orthonormal rows; at most ``min(N, D)``. Singular values below the input dtype's rounding
+  floor (``s_max * max(N, D) * eps``) count as zero.
 * `top_pc_share`: the share of the variance (of the centred rows) in the top ``k``
   principal components; 1.0 when the rows span at most ``k`` directions.
 * `uniformity`: ``log mean_{i != j} exp(-t ||z_i - z_j||^2)``, ``z`` the L2-normalised rows
@@ -32,10 +33,13 @@ def _matrix(h: torch.Tensor) -> torch.Tensor:
 def effective_rank(h: torch.Tensor) -> float:
     """``exp`` of the entropy of the normalised singular values of ``h`` (N, D)."""
     s = torch.linalg.svdvals(_matrix(h))  # (min(N, D),)
-    total = s.sum()
-    if total <= 0:
+    if s.max() <= 0:
         return 0.0  # an all-zero matrix has no direction at all
-    p = s / total
+    # Singular values under the input precision's noise floor (numpy's matrix_rank rule)
+    # are rounding errors of zeros, not directions.
+    eps = torch.finfo(h.dtype).eps if h.is_floating_point() else 0.0
+    s = s[s > s.max() * max(h.shape) * eps]
+    p = s / s.sum()
     p = p[p > 0]
     return math.exp(float(-(p * p.log()).sum()))
 
