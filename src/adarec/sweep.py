@@ -102,8 +102,11 @@ def sweep(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run trials until the study holds ``trials`` finished ones; write the best config."""
-    import optuna
-    from optuna.trial import TrialState
+    try:
+        import optuna
+        from optuna.trial import TrialState
+    except ImportError:
+        raise AdarecError("adarec sweep runs on Optuna: pip install 'adarec[sweep]'") from None
 
     if trials < 1:
         raise AdarecError(f"--trials must be >= 1, got {trials}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from adarec.errors import AdarecError
 from adarec.report.compare import BUCKETS
 from adarec.report.runs import Group, Run
 
@@ -18,7 +19,11 @@ SELECT = "NDCG@20"
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise AdarecError("adarec report draws with matplotlib: pip install 'adarec[report]'"
+                          ) from None
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
