@@ -19,7 +19,7 @@ from adarec.outcomes import Outcomes, load_outcomes, save_outcomes
 pytest.importorskip("matplotlib")
 
 TINY = ["data.dataset=synthetic", "data.synthetic_users=100", "data.synthetic_items=50",
-        "model.hidden_size=8", "model.num_layers=1", "train.max_epochs=2",
+        "model.hidden_size=8", "model.num_layers=1", "train.max_epochs=2", "data.max_len=20",
         "train.batch_size=64", "adarec.max_depth=2", "intents.n_intents=4"]
 PRESETS = ("sasrec-beauty", "adarec-beauty")
 
@@ -121,3 +121,32 @@ def test_outcomes_round_trip_and_damaged_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(AdarecError, match="not a readable outcomes file"):
         load_outcomes(tmp_path / "bad.npz")
+
+
+def test_run_dirs_without_outcomes_are_replayed_from_best_pt(results, tmp_path):
+    from adarec.report.replay import needs_replay, replay
+    from adarec.report.runs import find_runs
+
+    runs_dir = results.parent.parent / "runs"
+    old = tmp_path / "old-runs"
+    for name in ("sasrec-beauty-seed1", "adarec-beauty-seed1"):
+        shutil.copytree(runs_dir / name, old / name)
+        (old / name / "outcomes.npz").unlink()
+        r = json.loads((old / name / "results.json").read_text())
+        del r["analysis"]
+        (old / name / "results.json").write_text(json.dumps(r))
+    run = next(r for r in find_runs([old]) if r.name == "adarec-beauty-seed1")
+    assert needs_replay(run) and run.outcomes is None
+    replay(run, device="cpu")
+    stored = load_outcomes(runs_dir / "adarec-beauty-seed1" / "outcomes.npz")
+    for mask in ("inf", "zero"):
+        assert np.array_equal(run.outcomes.ranks[mask], stored.ranks[mask])
+    assert np.array_equal(run.outcomes.extra["depth"], stored.extra["depth"])
+    written = json.loads((runs_dir / "adarec-beauty-seed1" / "results.json").read_text())
+    assert run.results["analysis"]["collapse"] == pytest.approx(written["analysis"]["collapse"])
+    out = _report(str(old), "--output", str(tmp_path / "rep"), "--bootstrap", "200")
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Final pass recomputed from the checkpoint" in text
+    assert "| adarec-beauty | NDCG@20 | all |" in text
+    assert not (old / "adarec-beauty-seed1" / "outcomes.npz").exists()  # nothing written

@@ -14,7 +14,7 @@ from adarec.errors import AdarecError
 optuna = pytest.importorskip("optuna")
 
 TINY = ["data.synthetic_users=100", "data.synthetic_items=50", "model.hidden_size=8",
-        "model.num_layers=1", "train.max_epochs=3", "train.batch_size=64"]
+        "data.max_len=20", "model.num_layers=1", "train.max_epochs=3", "train.batch_size=64"]
 SPACE = """
 train.lr: {low: 0.0005, high: 0.01, log: true}
 model.hidden_dropout: [0.1, 0.3]

@@ -268,13 +268,18 @@ def report(
     baseline: Annotated[str | None, Opt(help="Baseline group (e.g. sasrec-beauty) or preset; "
                                         "default: the SASRec runs.")] = None,
     bootstrap: Annotated[int, Opt(help="Bootstrap resamples per interval.")] = 2000,
+    replay: Annotated[bool, Opt(help="Run the final pass from best.pt for run directories "
+                                "without stored outcomes.")] = True,
+    data_dir: Annotated[Path | None, Opt(help="Benchmark files, for --replay.")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda, for --replay.")] = "auto",
 ) -> None:
     """Tables over seeds, paired tests against a baseline, collapse measures and figures."""
     from adarec.report.write import build_report
 
     if bootstrap < 100:
         raise AdarecError(f"--bootstrap must be >= 100, got {bootstrap}")
-    path = build_report(paths, output, baseline=baseline, n_resamples=bootstrap)
+    path = build_report(paths, output, baseline=baseline, n_resamples=bootstrap,
+                        replay_checkpoints=replay, data_dir=data_dir, device=device)
     figures = sorted(p.name for p in output.glob("*.png"))
     typer.echo(f"wrote {path} and {len(figures)} figures: {', '.join(figures)}")
 

@@ -5,7 +5,7 @@ A path given to `adarec report` is one of:
 * a run directory (``results.json``, ``metrics.jsonl``, ``outcomes.npz``, ``best.pt``);
 * a results file ``<name>.json`` of `adarec reproduce`, with ``<name>.metrics.jsonl`` and
   ``<name>.outcomes.npz`` beside it when they exist;
-* a folder: every results file directly in it and every run directory below it. JSON files
+* a folder: every results file and every run directory below it (at any depth). JSON files
   that are not run results (benchmark records, say) are passed over.
 
 Runs are grouped by dataset and by name without its ``-seed<k>`` suffix (``sasrec-beauty``,
@@ -37,6 +37,7 @@ class Run:
     epochs: list[dict[str, Any]]
     outcomes: Outcomes | None
     source: Path
+    checkpoint: Path | None = None  # a run directory's best.pt (see `adarec.report.replay`)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -126,7 +127,9 @@ def _results_file(path: Path) -> Run:
 
 
 def _run_dir(path: Path) -> Run:
-    return _load(path / "results.json", path / "metrics.jsonl", path / OUTCOMES_FILE, path.name)
+    run = _load(path / "results.json", path / "metrics.jsonl", path / OUTCOMES_FILE, path.name)
+    run.checkpoint = path / "best.pt" if (path / "best.pt").is_file() else None
+    return run
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -145,11 +148,11 @@ def find_runs(paths: list[Path]) -> list[Run]:
         elif (path / "results.json").is_file():
             add(_run_dir(path))
         elif path.is_dir():
-            for file in sorted(path.glob("*.json")):
-                if _is_run(_read_json(file)):
+            for file in sorted(path.rglob("*.json")):
+                if file.name == "results.json":
+                    add(_run_dir(file.parent))
+                elif _is_run(_read_json(file)):
                     add(_results_file(file))
-            for results in sorted(path.rglob("*/results.json")):
-                add(_run_dir(results.parent))
         else:
             raise AdarecError(f"{path}: no such file or directory")
     if not runs:

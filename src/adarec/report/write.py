@@ -9,6 +9,7 @@ from pathlib import Path
 from adarec.paper import METRICS, paper_row
 from adarec.report import figures
 from adarec.report.compare import MASK, Comparison, compare, has_outcomes
+from adarec.report.replay import needs_replay, replay
 from adarec.report.runs import Group, find_baseline, find_runs, group_runs
 
 COLLAPSE = (("effective_rank", "eff. rank"), ("uniformity", "uniformity"),
@@ -131,9 +132,15 @@ def dataset_section(dataset: str, groups: list[Group], out: Path, baseline: str 
 
 
 def build_report(paths: list[Path], output: Path, *, baseline: str | None = None,
-                 n_resamples: int = 2000) -> Path:
-    """Write ``output/report.md`` and its figures from every run under ``paths``."""
+                 n_resamples: int = 2000, replay_checkpoints: bool = True,
+                 data_dir: Path | None = None, device: str = "auto") -> Path:
+    """Write ``output/report.md`` and its figures from every run under ``paths``; runs with
+    a checkpoint but no stored final pass get one first (``replay_checkpoints``)."""
     runs = find_runs(paths)
+    stale = [r for r in runs if replay_checkpoints and needs_replay(r)]
+    for run in stale:
+        replay(run, data_dir=data_dir, device=device)
+    replayed = [r.name for r in stale]
     output.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Report", "",
@@ -144,6 +151,8 @@ def build_report(paths: list[Path], output: Path, *, baseline: str | None = None
         "models on each metric and bucket, percentile bootstrap interval of the mean "
         "difference; buckets as in `adarec evaluate` (`len<=b`: whole history <= b items). "
         "See docs/reports.md.", "",
+        *([f"Final pass recomputed from the checkpoint (no stored outcomes) for: "
+           f"{', '.join(f'`{n}`' for n in replayed)}.", ""] if replayed else []),
     ]
     for dataset, groups in group_runs(runs).items():
         lines += dataset_section(dataset, groups, output, baseline, n_resamples)
