@@ -294,6 +294,60 @@ def export_cmd(
 
 
 @app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, results files or "
+                                                 "folders of them.")],
+    output: Annotated[Path, Opt(help="Folder for report.md and the figures.")],
+    baseline: Annotated[str | None, Opt(help="Baseline group (e.g. sasrec-beauty) or preset; "
+                                        "default: the SASRec runs.")] = None,
+    bootstrap: Annotated[int, Opt(help="Bootstrap resamples per interval.")] = 2000,
+    replay: Annotated[bool, Opt(help="Run the final pass from best.pt for run directories "
+                                "without stored outcomes.")] = True,
+    data_dir: Annotated[Path | None, Opt(help="Benchmark files, for --replay.")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda, for --replay.")] = "auto",
+) -> None:
+    """Tables over seeds, paired tests against a baseline, collapse measures and figures."""
+    from adarec.report.write import build_report
+
+    if bootstrap < 100:
+        raise AdarecError(f"--bootstrap must be >= 100, got {bootstrap}")
+    path = build_report(paths, output, baseline=baseline, n_resamples=bootstrap,
+                        replay_checkpoints=replay, data_dir=data_dir, device=device)
+    figures = sorted(p.name for p in output.glob("*.png"))
+    typer.echo(f"wrote {path} and {len(figures)} figures: {', '.join(figures)}")
+
+
+@app.command()
+def sweep(
+    preset: Annotated[str, Opt(help="Preset to tune.")],
+    space: Annotated[Path, Opt(help="Search space YAML (see docs/reports.md).")],
+    trials: Annotated[int, Opt(help="Finished trials the study should hold.")] = 20,
+    storage: Annotated[str, Opt(help="Optuna storage URL, shared by workers.")] =
+        "sqlite:///sweep.db",
+    study: Annotated[str | None, Opt(help="Study name (default: the preset).")] = None,
+    output: Annotated[Path | None, Opt(help="Best config YAML (default: "
+                                       "<study>-best.yaml).")] = None,
+    runs_dir: Annotated[Path, Opt(help="Where the trials' run directories go.")] =
+        Path("runs/sweeps"),
+    sampler_seed: Annotated[int | None, Opt(help="Seed of the TPE sampler.")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Override: section.key=value.")] = None,
+) -> None:
+    """Optuna search over a preset: select on validation NDCG@20, prune on its per-epoch
+    curve, resume from the storage; writes the best configuration as YAML."""
+    from adarec.sweep import read_space
+    from adarec.sweep import sweep as run_sweep
+
+    name = study or preset
+    result = run_sweep(preset, read_space(space), trials=trials, storage=storage,
+                       study_name=name, overrides=list(set_ or []), runs_dir=runs_dir / name,
+                       best_path=output or Path(f"{name}-best.yaml"),
+                       sampler_seed=sampler_seed, echo=typer.echo)
+    typer.echo(f"best: trial {result['best_trial']}, validation NDCG@20 "
+               f"{result['best_value']:.4f}, {result['params']} ({result['finished']} trials "
+               f"finished); config: {result['best_config']}")
+
+
+@app.command()
 def presets() -> None:
     """List the shipped presets."""
     from adarec.config import preset_names

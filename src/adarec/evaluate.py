@@ -136,6 +136,24 @@ def evaluate_masks(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """`evaluate` under each of ``history_masks`` from one pass of ``score_fn``:
     ``{mask: evaluate(..., history_mask=mask)}``."""
+    ranks = rank_masks(score_fn, split, n_items, history_masks=history_masks, ties=ties,
+                       batch_size=batch_size, device=device, trim=trim)
+    return {mask: summaries(r, split, ks, buckets) for mask, r in ranks.items()}
+
+
+def rank_masks(
+    score_fn: ScoreFn,
+    split: EvalSplit,
+    n_items: int,
+    *,
+    history_masks: Sequence[str] = HISTORY_MASKS,
+    ties: str = "conservative",
+    batch_size: int = 2048,
+    device: torch.device | str | None = None,
+    trim: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Every row's 1-based answer rank (U,) under each of ``history_masks``, from one pass of
+    ``score_fn`` (see `evaluate`); the per-user outcome that `summaries` averages."""
     for mask in history_masks:
         _check_mask(mask)
     _check_ties(ties)
@@ -153,14 +171,16 @@ def evaluate_masks(
             answers = split.answers[start:stop]
             for mask in history_masks:
                 parts[mask].append(rank_answers(scores, answers, rows, items, n_items, mask,
-                                                     ties))
-    return {mask: _summaries(ranks, split, ks, buckets) for mask, ranks in parts.items()}
+                                                ties))
+    return {mask: torch.cat(p) if p else torch.zeros(0, dtype=torch.int64)
+            for mask, p in parts.items()}
 
 
-def _summaries(
-    parts: list[torch.Tensor], split: EvalSplit, ks: Sequence[int], buckets: Sequence[int]
+def summaries(
+    ranks: torch.Tensor, split: EvalSplit, ks: Sequence[int] = (5, 10, 20),
+    buckets: Sequence[int] = (3, 5, 10),
 ) -> dict[str, dict[str, float]]:
-    ranks = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+    """``{"all": ..., "len<=b": ...}`` metrics of ``ranks`` (U,), one per row of ``split``."""
     lengths = split.history_lengths.to(ranks.device)
     out = {"all": {**summarize(ranks, ks), "users": len(ranks)}}
     for b in buckets:

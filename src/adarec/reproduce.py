@@ -3,9 +3,10 @@
 
 Each run writes ``<name>-seed<k>.json`` (the `adarec.train.fit` results: every metric, the
 per-bucket metrics, both history masks, best epoch, stop reason, epoch times, device, commit,
-command) and ``<name>-seed<k>.metrics.jsonl`` (its per-epoch log); ``README.md`` in the same
-folder is rebuilt from every JSON there after each run. A run whose JSON exists is skipped,
-so an interrupted reproduction resumes.
+command), ``<name>-seed<k>.metrics.jsonl`` (its per-epoch log) and
+``<name>-seed<k>.outcomes.npz`` (its per-user test ranks, `adarec.outcomes`); ``README.md``
+in the same folder is rebuilt from every JSON there after each run. A run whose JSON exists
+is skipped, so an interrupted reproduction resumes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adarec.config import load_config
+from adarec.outcomes import FILE_NAME as OUTCOMES_FILE
 from adarec.paper import METRICS, TABLE1, TABLE2, paper_row
 from adarec.train import fit
 
@@ -51,6 +53,7 @@ def reproduce(
                 results["name"] = name
                 _write_atomic(target, json.dumps(results, indent=2))
                 shutil.copyfile(run_dir / "metrics.jsonl", folder / f"{name}.metrics.jsonl")
+                shutil.copyfile(run_dir / OUTCOMES_FILE, folder / f"{name}.outcomes.npz")
                 echo(f"{name}: {summary_line(results)}")
             write_table(folder)
             if folder not in folders:

@@ -25,10 +25,13 @@ from tqdm.auto import tqdm
 from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
 from adarec.data.splits import TrainSplit, trim_left
-from adarec.evaluate import evaluate, evaluate_masks, item_counts, popularity_score_fn
+from adarec.evaluate import evaluate, item_counts, popularity_score_fn, rank_masks, summaries
 from adarec.inputs import make_run_dir, mark_complete
 from adarec.model.interface import Batch, Stage
 from adarec.model.losses import LossOutput
+from adarec.outcomes import FILE_NAME as OUTCOMES_FILE
+from adarec.outcomes import outcomes_of, save_outcomes
+from adarec.probe import final_pass
 from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
 
 SELECT_METRIC = "NDCG@20"
@@ -165,6 +168,9 @@ def new_run_dir(config: RunConfig, name: str | None = None) -> Path:
     return make_run_dir(config.output_dir, base)  # marked INCOMPLETE until results.json
 
 
+EpochHook = Callable[[EpochLog], None]
+
+
 @dataclass
 class Stopped:
     """How one model's early-stopped training went: ``reason`` is ``patience``,
@@ -177,14 +183,15 @@ class Stopped:
 
 def train_to_early_stop(
     stage: Stage, *, run: Run, run_dir: Path, writer: Any, log_file: Any, progress: bool,
-    deadline: float | None = None,
+    deadline: float | None = None, on_epoch: EpochHook | None = None,
 ) -> Stopped:
     """Epoch loop: train, validate, keep the best checkpoint (of the whole ``run.model``),
     stop on patience.
 
     ``stage.model`` is what trains and is validated (the run's model, or one member of it);
     ``deadline`` (a `time.perf_counter` value) stops the loop before an epoch that would
-    likely end after it. On return ``run.model`` holds the best state.
+    likely end after it. ``on_epoch`` sees each epoch's log once it is written (a sweep
+    prunes from it by raising). On return ``run.model`` holds the best state.
     """
     config, info, model, tag = run.config, run.info, stage.model, stage.tag
     t, r = config.train, config.runtime
@@ -212,6 +219,8 @@ def train_to_early_stop(
         logs.append(log)
         log_file.write(json.dumps({**asdict(log), **({"member": tag} if tag else {})}) + "\n")
         log_file.flush()
+        if on_epoch is not None:
+            on_epoch(log)
         for name, value in losses.items():
             writer.add_scalar(f"loss{tag}/{name}", value, epoch)
         for name, value in metrics["all"].items():
@@ -241,14 +250,15 @@ def _device_name(device: torch.device) -> str:
 
 def fit(
     config: RunConfig, *, run_name: str | None = None, progress: bool = True,
-    command: str | None = None,
+    command: str | None = None, on_epoch: EpochHook | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``config`` to early stopping, test the best checkpoint once, write the run.
 
     The run directory is created only once the data has loaded and the model is built.
     Each of the model's `stages` (the model itself, or the release ensemble's members)
     trains on its own, with its own optimiser and early stopping; the whole model is tested.
-    Returns the run directory and the results.
+    ``on_epoch`` is called with every epoch's log (see `train_to_early_stop`). Returns the
+    run directory and the results.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
@@ -268,6 +278,7 @@ def fit(
                 stage, run=run, run_dir=run_dir, writer=writer, log_file=log_file,
                 progress=progress,
                 deadline=None if share is None else time.perf_counter() + share,
+                on_epoch=on_epoch,
             )
             for stage in stages
         ]
@@ -277,8 +288,12 @@ def fit(
     test_split = splits.test.to(device)
     model.eval()
     # Both masking protocols (docs/protocol.md#history-masks): ``test`` is the configured one.
-    test_by_mask = evaluate_masks(model.score, test_split, info.n_items,
-                                  batch_size=eval_batch_size(r, device))
+    test_ranks = rank_masks(model.score, test_split, info.n_items,
+                            batch_size=eval_batch_size(r, device))
+    test_by_mask = {mask: summaries(ranks, test_split) for mask, ranks in test_ranks.items()}
+    # Per-user outcomes and collapse measures for `adarec report` (docs/reports.md).
+    probe = final_pass(model, test_split, batch_size=eval_batch_size(r, device), seed=t.seed)
+    save_outcomes(outcomes_of(test_split, test_ranks, probe.per_user), run_dir / OUTCOMES_FILE)
     test = test_by_mask[t.history_mask]
     popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
     popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
@@ -301,6 +316,7 @@ def fit(
         "test": test,
         "test_by_history_mask": test_by_mask,
         "popularity_test": popularity,
+        "analysis": probe.summary,
         "train_seconds_per_epoch": [round(x.train_seconds, 4) for x in logs],
         "valid_seconds_per_epoch": [round(x.valid_seconds, 4) for x in logs],
         "median_train_seconds": round(median(x.train_seconds for x in logs), 4),

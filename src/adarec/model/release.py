@@ -173,6 +173,11 @@ class ReleaseEnsemble(Model):
         """(M, C, D) the members' item tables, one per member (each scores its own)."""
         return torch.stack([m.item_table for m in self.members])
 
+    def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        """The members' representations side by side, (B, L, M * D): the user vector whose
+        product with the members' item tables laid end to end, over M, is `score`."""
+        return torch.cat([m(input_ids, last_only=last_only) for m in self.members], -1)
+
     def score(self, input_ids: Tensor) -> Tensor:
         return torch.stack([m.score(input_ids) for m in self.members]).mean(0)
 

@@ -1,0 +1,1 @@
+"""`adarec report`: tables, paired tests and figures from a folder of runs (docs/reports.md)."""
