@@ -39,7 +39,7 @@ class FiniteWatch:
     def update(self, step: int, loss: torch.Tensor) -> None:
         """Record step ``step``'s (1-based) scalar ``loss``."""
         if self.eager:
-            value = float(loss)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
             return

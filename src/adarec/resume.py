@@ -79,13 +79,23 @@ def load_last(run_dir: Path) -> tuple[dict[str, Any], Progress]:
     return state, Progress(**state["resume"])
 
 
+def refuse_changes(given: dict[str, Any]) -> None:
+    """``--resume`` trains on with the run's saved configuration: any option in ``given``
+    (flag -> value, ``None`` or empty when absent) that would change the run is an error."""
+    named = [flag for flag, value in given.items() if value not in (None, [], ())]
+    if named:
+        raise AdarecError(f"--resume trains on with the run's saved configuration; "
+                          f"{', '.join(named)} would change the run (only --max-epochs and "
+                          "--max-minutes may be given, to raise them)")
+
+
 def resume_config(
     run_dir: Path, *, max_epochs: int | None = None, max_minutes: float | None = None,
 ) -> RunConfig:
     """The configuration ``run_dir/last.pt`` was trained with, with ``max_epochs`` and
     ``max_minutes`` raised where given (lowering them, or adding a time limit to a run that
     had none, would change the run and is refused)."""
-    state, _ = load_last(run_dir)
+    state, progress = load_last(run_dir)
     data = config_from_dict(state["config"]).to_dict()
     train = data["train"]
     if max_epochs is not None:
@@ -101,7 +111,17 @@ def resume_config(
             raise AdarecError(f"--max-minutes may only be raised on --resume: the run has "
                               f"max_minutes={train['max_minutes']}, got {max_minutes}")
         train["max_minutes"] = max_minutes
-    return config_from_dict(data)
+    config = config_from_dict(data)
+    results = run_dir / "results.json"
+    if results.is_file() and not reopens(progress, config):
+        with contextlib.suppress(ValueError, OSError):
+            stop = json.loads(results.read_text()).get("stop_reason")
+            if stop != "interrupted":
+                raise AdarecError(
+                    f"{run_dir} has finished (stop: {stop}); nothing to resume. A stop by "
+                    "max_epochs or time_limit trains on when --max-epochs or --max-minutes "
+                    "is raised")
+    return config
 
 
 def check_same_data(saved: dict[str, Any], info: DataInfo, run_dir: Path) -> None:
