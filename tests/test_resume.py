@@ -174,11 +174,14 @@ def test_random_states_round_trip_exactly():
     gen = torch.Generator().manual_seed(4)
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     saved = capture_rng(gen)
-    first = (random.random(), np.random.rand(3).tolist(), torch.rand(3), torch.rand(2, generator=gen))
+
+    def draw():
+        return (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist(),
+                torch.rand(2, generator=gen).tolist())
+
+    first = draw()
     restore_rng(saved, gen)
-    again = (random.random(), np.random.rand(3).tolist(), torch.rand(3), torch.rand(2, generator=gen))
-    assert first[:2] == again[:2]
-    assert torch.equal(first[2], again[2]) and torch.equal(first[3], again[3])
+    assert draw() == first
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
@@ -289,3 +292,23 @@ def test_resume_refuses_changes_and_finished_runs(tmp_path):
     assert more["epochs_run"] == 2
     with pytest.raises(AdarecError, match="nothing to resume"):
         resume_config(tmp_path)
+
+
+def test_reproduce_resumes_an_unfinished_run(tmp_path, monkeypatch):
+    from adarec.reproduce import reproduce
+
+    said: list[str] = []
+    kw = {"overrides": [o for o in TINY if not o.startswith("train.max_epochs")]
+          + ["train.max_epochs=2"], "tag": None, "results_root": tmp_path / "results",
+          "runs_dir": tmp_path / "runs", "progress": False, "echo": said.append}
+    Kill(monkeypatch).arm("boundary", 2)  # after epoch 1's last.pt
+    with pytest.raises(Killed):
+        reproduce(["default"], [1], **kw)
+    monkeypatch.undo()
+    reproduce(["default"], [1], **kw)
+    assert any("resuming" in line for line in said)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["default-seed1"]
+    results = json.loads((tmp_path / "results" / "synthetic" / "default-seed1.json").read_text())
+    assert results["epochs_run"] == 2
+    lines = (tmp_path / "results" / "synthetic" / "default-seed1.metrics.jsonl").read_text()
+    assert [json.loads(x)["epoch"] for x in lines.splitlines()] == [1, 2]

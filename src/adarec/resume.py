@@ -91,11 +91,13 @@ def refuse_changes(given: dict[str, Any]) -> None:
 
 def resume_config(
     run_dir: Path, *, max_epochs: int | None = None, max_minutes: float | None = None,
+    finished_ok: bool = False,
 ) -> RunConfig:
     """The configuration ``run_dir/last.pt`` was trained with, with ``max_epochs`` and
     ``max_minutes`` raised where given (lowering them, or adding a time limit to a run that
-    had none, would change the run and is refused)."""
-    state, progress = load_last(run_dir)
+    had none, would change the run and is refused). A run with nothing left to train is
+    refused too, unless ``finished_ok``."""
+    state, _ = load_last(run_dir)
     data = config_from_dict(state["config"]).to_dict()
     train = data["train"]
     if max_epochs is not None:
@@ -112,16 +114,23 @@ def resume_config(
                               f"max_minutes={train['max_minutes']}, got {max_minutes}")
         train["max_minutes"] = max_minutes
     config = config_from_dict(data)
-    results = run_dir / "results.json"
-    if results.is_file() and not reopens(progress, config):
-        with contextlib.suppress(ValueError, OSError):
-            stop = json.loads(results.read_text()).get("stop_reason")
-            if stop != "interrupted":
-                raise AdarecError(
-                    f"{run_dir} has finished (stop: {stop}); nothing to resume. A stop by "
-                    "max_epochs or time_limit trains on when --max-epochs or --max-minutes "
-                    "is raised")
+    if not finished_ok and not resumable(run_dir, config):
+        stop = json.loads((run_dir / "results.json").read_text()).get("stop_reason")
+        raise AdarecError(
+            f"{run_dir} has finished (stop: {stop}); nothing to resume. A stop by "
+            "max_epochs or time_limit trains on when --max-epochs or --max-minutes is raised")
     return config
+
+
+def resumable(run_dir: Path, config: RunConfig) -> bool:
+    """Whether ``run_dir`` has training left under ``config``: it has no results yet, or
+    they say ``interrupted``, or its last stage stopped where ``config`` goes on."""
+    results = run_dir / "results.json"
+    try:
+        stop = json.loads(results.read_text()).get("stop_reason")
+    except (OSError, ValueError):
+        return True
+    return stop == "interrupted" or reopens(load_last(run_dir)[1], config)
 
 
 def check_same_data(saved: dict[str, Any], info: DataInfo, run_dir: Path) -> None:
