@@ -312,3 +312,14 @@ def test_reproduce_resumes_an_unfinished_run(tmp_path, monkeypatch):
     assert results["epochs_run"] == 2
     lines = (tmp_path / "results" / "synthetic" / "default-seed1.metrics.jsonl").read_text()
     assert [json.loads(x)["epoch"] for x in lines.splitlines()] == [1, 2]
+
+
+def test_the_cli_refuses_options_that_would_change_a_resumed_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from adarec.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--seed", "3",
+                                      "--set", "train.lr=1"])
+    assert isinstance(result.exception, AdarecError)
+    assert "--seed, --set would change the run" in str(result.exception)
