@@ -63,12 +63,26 @@ def train(
     run_name: Annotated[str | None, Opt(help="Run directory name.")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="Override: section.key=value.")] = None,
     progress: Annotated[bool, Opt(help="Show progress bars.")] = True,
+    resume: Annotated[Path | None, Opt(help="Continue this interrupted run directory from "
+                                       "its last.pt, with its saved configuration (only "
+                                       "--max-epochs and --max-minutes may be raised).")] = None,
 ) -> None:
     """Train to early stopping on validation NDCG@20, then test the best checkpoint once."""
     from adarec.config import load_config
     from adarec.inputs import absolute, check_run_name, read_text_file
+    from adarec.resume import refuse_changes, resume_config
     from adarec.train import fit
 
+    if resume is not None:
+        refuse_changes({"--preset": preset, "--config": config, "--dataset": dataset,
+                        "--data-file": data_file, "--data-dir": data_dir,
+                        "--shorten-seq-to": shorten_seq_to, "--seed": seed,
+                        "--device": device, "--output-dir": output_dir,
+                        "--run-name": run_name, "--set": set_})
+        cfg = resume_config(resume, max_epochs=max_epochs, max_minutes=max_minutes)
+        run_dir, results = fit(cfg, progress=progress, command=_command_line(), resume=resume)
+        _report_run(run_dir, results, cfg)
+        return
     if dataset is not None and data_file is not None:
         raise AdarecError("give --dataset or --data-file, not both")
     if run_name is not None:
@@ -91,6 +105,13 @@ def train(
                              "data.data_dir": absolute(cfg.data.data_dir)})
     run_dir, results = fit(cfg, run_name=run_name, progress=progress,
                            command=_command_line())
+    _report_run(run_dir, results, cfg)
+
+
+def _report_run(run_dir: Path, results: dict, cfg) -> None:
+    """What `train` prints after a run: its folder, stop, test metrics, how to go on."""
+    from adarec.resume import resume_command
+
     typer.echo(f"run directory: {run_dir}")
     stops = results["stop_reason"]
     stops = ", ".join(stops) if isinstance(stops, list) else stops
@@ -101,6 +122,9 @@ def train(
     typer.echo(_metrics_table({"model": results["test"]["all"],
                                "popularity": results["popularity_test"]["all"]}))
     typer.echo(f"results: {run_dir / 'results.json'}")
+    if "time_limit" in stops:
+        typer.echo(f"stopped by the time limit; to train on: {resume_command(run_dir)} "
+                   f"--max-minutes M (M > {cfg.train.max_minutes})")
 
 
 def _apply_named(cfg, named: dict[str, object]):
@@ -440,8 +464,8 @@ def main() -> None:
         message = " ".join(str(exc).split())  # one line, even if a library's text had more
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        typer.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
         sys.exit(130)
     except (MemoryError, OverflowError) as exc:  # a size or number too large to work with
         typer.echo(f"error: a setting or input is too large ({type(exc).__name__}: "

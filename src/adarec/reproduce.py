@@ -6,7 +6,9 @@ per-bucket metrics, both history masks, best epoch, stop reason, epoch times, de
 command), ``<name>-seed<k>.metrics.jsonl`` (its per-epoch log) and
 ``<name>-seed<k>.outcomes.npz`` (its per-user test ranks, `adarec.outcomes`); ``README.md``
 in the same folder is rebuilt from every JSON there after each run. A run whose JSON exists
-is skipped, so an interrupted reproduction resumes.
+is skipped, so an interrupted reproduction resumes; a run that was cut short (its run
+directory ``<runs-dir>/<name>`` has a ``last.pt``) resumes from its last completed epoch
+(docs/resume.md).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from adarec.config import load_config
+from adarec.config import RunConfig, load_config
+from adarec.errors import AdarecError
 from adarec.outcomes import FILE_NAME as OUTCOMES_FILE
 from adarec.paper import METRICS, TABLE1, TABLE2, paper_row
+from adarec.resume import LAST, resumable, resume_config
 from adarec.train import fit
 
 
@@ -47,9 +51,9 @@ def reproduce(
             if target.is_file() and not force:
                 echo(f"{name}: {target} exists, skipped (use --force to run again)")
             else:
-                echo(f"{name}: training ({config.data.dataset})")
-                run_dir, results = fit(config, run_name=name, progress=progress,
-                                       command=command)
+                run_dir, results = _train_or_resume(config, name, runs_dir, force=force,
+                                                    command=command, progress=progress,
+                                                    echo=echo)
                 results["name"] = name
                 _write_atomic(target, json.dumps(results, indent=2))
                 shutil.copyfile(run_dir / "metrics.jsonl", folder / f"{name}.metrics.jsonl")
@@ -59,6 +63,30 @@ def reproduce(
             if folder not in folders:
                 folders.append(folder)
     return folders
+
+
+def _train_or_resume(
+    config: RunConfig, name: str, runs_dir: Path, *, force: bool, command: str | None,
+    progress: bool, echo: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """Train ``config`` as ``runs_dir/name``; a run there that was interrupted (it has a
+    ``last.pt``, and no finished ``results.json``) is resumed instead of started again,
+    unless ``force``. Its saved configuration must be the one asked for."""
+    run_dir = runs_dir / name
+    if not force and (run_dir / LAST).is_file():
+        saved = resume_config(run_dir, max_epochs=config.train.max_epochs,
+                              max_minutes=config.train.max_minutes, finished_ok=True)
+        if saved != config:
+            raise AdarecError(f"{run_dir} holds an unfinished run of another configuration; "
+                              "move it away, or use --force to start a new run beside it")
+        results_file = run_dir / "results.json"
+        if results_file.is_file() and not resumable(run_dir, saved):
+            echo(f"{name}: {run_dir} has finished; its results are taken")
+            return run_dir, json.loads(results_file.read_text())
+        echo(f"{name}: resuming {run_dir} ({config.data.dataset})")
+        return fit(saved, progress=progress, command=command, resume=run_dir)
+    echo(f"{name}: training ({config.data.dataset})")
+    return fit(config, run_name=name, progress=progress, command=command)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -24,7 +24,10 @@ from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
+from adarec.data.load import DataInfo
 from adarec.data.splits import TrainSplit, trim_left
+from adarec.divergence import Diverged, FiniteWatch, NonFiniteLoss, weights_finite
+from adarec.errors import AdarecError
 from adarec.evaluate import evaluate, item_counts, popularity_score_fn, rank_masks, summaries
 from adarec.inputs import make_run_dir, mark_complete
 from adarec.model.interface import Batch, Stage
@@ -32,7 +35,19 @@ from adarec.model.losses import LossOutput
 from adarec.outcomes import FILE_NAME as OUTCOMES_FILE
 from adarec.outcomes import outcomes_of, save_outcomes
 from adarec.probe import final_pass
+from adarec.resume import (
+    LAST,
+    Progress,
+    check_same_data,
+    load_last,
+    remove_stale_temporaries,
+    reopens,
+    resume_command,
+    rewrite_lines,
+    save_last,
+)
 from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
+from adarec.state import capture_rng, restore_rng
 
 SELECT_METRIC = "NDCG@20"
 
@@ -116,18 +131,22 @@ def train_epoch(
     lengths = (train.inputs > 0).sum(1) if by_length else None
     batches = batch_rows(len(train), batch_size, generator, lengths=lengths)
     sums: dict[str, torch.Tensor] = {}
-    for rows in tqdm(batches, desc="train", leave=False, disable=not progress):
+    watch = FiniteWatch(device)  # a NaN/inf loss raises NonFiniteLoss (docs/resume.md)
+    for step, rows in enumerate(tqdm(batches, desc="train", leave=False, disable=not progress),
+                                start=1):
         inputs, targets = train.inputs[rows], train.targets[rows]
         if trim:
             inputs, targets = trim_left(inputs, targets)
         with torch.autocast(device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
             out = loss_fn(Batch(inputs, targets))
+        watch.update(step, out.total)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()
         for name, value in {"total": out.total.detach(), **out.parts, **out.stats}.items():
             sums[name] = sums.get(name, 0) + value.detach().float()
+    watch.check()
     return {name: float(value) / len(batches) for name, value in sums.items()}
 
 
@@ -183,34 +202,63 @@ class Stopped:
 
 def train_to_early_stop(
     stage: Stage, *, run: Run, run_dir: Path, writer: Any, log_file: Any, progress: bool,
-    deadline: float | None = None, on_epoch: EpochHook | None = None,
+    budget: float | None = None, index: int = 0, finished: list[Stopped] | None = None,
+    start: Progress | None = None, on_epoch: EpochHook | None = None,
 ) -> Stopped:
     """Epoch loop: train, validate, keep the best checkpoint (of the whole ``run.model``),
     stop on patience.
 
-    ``stage.model`` is what trains and is validated (the run's model, or one member of it);
-    ``deadline`` (a `time.perf_counter` value) stops the loop before an epoch that would
-    likely end after it. ``on_epoch`` sees each epoch's log once it is written (a sweep
-    prunes from it by raising). On return ``run.model`` holds the best state.
+    ``stage.model`` is what trains and is validated (the run's model, or one member of it),
+    stage ``index`` after the ``finished`` ones; ``budget`` (seconds) stops the loop before
+    an epoch that would likely end after it. Every epoch ends by writing ``last.pt``
+    (`adarec.resume`); ``start`` (read from it) resumes the stage after its last completed
+    epoch. ``on_epoch`` sees each epoch's log once it is written (a sweep prunes from it by
+    raising). On return ``run.model`` holds the best state.
     """
     config, info, model, tag = run.config, run.info, stage.model, stage.tag
     t, r = config.train, config.runtime
     device = run.device
     train, valid = run.splits.train.to(device), run.splits.valid.to(device)
-    model.before_training(train.inputs, t.seed)
     optimizer = make_optimizer(model, t, device)
+    generator = torch.Generator(device=device).manual_seed(t.seed)
+    if start is None:
+        model.before_training(train.inputs, t.seed)
+        state = Progress(stage=index, finished=[asdict(s) for s in finished or []])
+    else:  # the model's weights were loaded from last.pt by `fit`
+        state = start
+        optimizer.load_state_dict(state.optimizer)
+        restore_rng(state.rng, generator)
+    if start is None or reopens(state, config):
+        state.reason, state.max_minutes = None, t.max_minutes
     loss_fn = loss_function(model, compile=r.compile, mode=r.compile_mode)
     autocast = run.autocast
     by_length = t.batching == "by_length"
-    generator = torch.Generator(device=device).manual_seed(t.seed)
-    best, best_epoch, logs, reason = float("-inf"), 0, [], "max_epochs"
-    bar = tqdm(range(1, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress)
+    logs = [EpochLog(**log) for log in state.logs]
+    began = time.perf_counter() - state.elapsed
+
+    def save_last_state() -> None:
+        state.optimizer, state.rng = optimizer.state_dict(), capture_rng(generator)
+        state.elapsed = time.perf_counter() - began
+        save_last(run_dir, model=run.model, config=config, info=info, progress=state)
+
+    if start is None:
+        save_last_state()  # epoch 0: a kill in the first epoch resumes from here
+    first = state.epoch + 1 if state.reason is None else t.max_epochs + 1
+    bar = tqdm(range(first, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress,
+               initial=first - 1, total=t.max_epochs)
     for epoch in bar:
         t0 = time.perf_counter()
-        losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
-                             generator=generator, progress=progress, autocast=autocast,
-                             loss_fn=loss_fn, by_length=by_length)
+        try:
+            losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
+                                 generator=generator, progress=progress, autocast=autocast,
+                                 loss_fn=loss_fn, by_length=by_length)
+        except NonFiniteLoss as bad:
+            raise diverged(run_dir, f"the loss was {bad.value} at epoch {epoch}, step "
+                           f"{bad.step}{tag}", state) from None
         t1 = time.perf_counter()
+        if not weights_finite(model):
+            raise diverged(run_dir, f"the weights became non-finite in epoch {epoch}{tag}",
+                           state)
         model.eval()
         metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
                            batch_size=eval_batch_size(r, device))
@@ -226,20 +274,101 @@ def train_to_early_stop(
         for name, value in metrics["all"].items():
             writer.add_scalar(f"valid{tag}/{name}", value, epoch)
         score = metrics["all"][SELECT_METRIC]
-        if score > best:
-            best, best_epoch = score, epoch
+        if score > state.best:
+            state.best, state.best_epoch = score, epoch
             save_checkpoint(run_dir / "best.pt", model=run.model, config=config, info=info,
-                            epoch=epoch, metrics=metrics)
+                            epoch=epoch, metrics=metrics, extra={"stage": index})
         bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
-                        best=f"{best:.4f}@{best_epoch}")
-        if epoch - best_epoch >= t.patience:
-            reason = "patience"
+                        best=f"{state.best:.4f}@{state.best_epoch}")
+        state.epoch, state.logs = epoch, [asdict(x) for x in logs]
+        if epoch - state.best_epoch >= t.patience:
+            state.reason = "patience"
+        elif budget is not None and time.perf_counter() + (t2 - t0) > began + budget:
+            state.reason = "time_limit" if epoch < t.max_epochs else "max_epochs"
+        elif epoch == t.max_epochs:
+            state.reason = "max_epochs"
+        save_last_state()
+        if state.reason is not None:
             break
-        if deadline is not None and time.perf_counter() + (t2 - t0) > deadline:
-            reason = "time_limit" if epoch < t.max_epochs else reason
-            break
-    run.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
-    return Stopped(best_epoch, logs, reason)
+    best = load_checkpoint(run_dir / "best.pt")
+    if (best["epoch"], best.get("stage", index)) != (state.best_epoch, index):
+        raise AdarecError(f"{run_dir / 'best.pt'} holds epoch {best['epoch']}, not the best "
+                          f"epoch {state.best_epoch}: it was written by an epoch that the "
+                          "resumed run did not repeat; train this run again")
+    run.model.load_state_dict(best["state_dict"])
+    return Stopped(state.best_epoch, logs, state.reason or "max_epochs")
+
+
+def diverged(run_dir: Path, what: str, state: Progress) -> Diverged:
+    """The error that ends a diverged run: what went wrong, and what was kept."""
+    kept = f"{run_dir / LAST} (epoch {state.epoch}) is the last good checkpoint"
+    if state.best_epoch:
+        kept += f", best.pt holds epoch {state.best_epoch}"
+    return Diverged(f"training diverged: {what}; nothing of that epoch was saved: {kept}")
+
+
+def train_stages(
+    run: Run, *, run_dir: Path, progress: bool, start: Progress | None,
+    on_epoch: EpochHook | None = None,
+) -> list[Stopped]:
+    """Train each of the model's `stages` (itself, or each member of the release's
+    ensemble) to early stopping, one after the other, from ``start`` (``last.pt``) when
+    resuming.
+
+    ``metrics.jsonl`` is rewritten first with the completed epochs ``start`` knows (a line
+    written after its ``last.pt`` would be repeated), and TensorBoard purges its later
+    steps; each stage logs under ``tb/`` (members: ``tb/member<i>/``).
+    """
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+    stages = run.model.stages()
+    stops = [] if start is None else [
+        Stopped(s["best_epoch"], [EpochLog(**x) for x in s["logs"]], s["reason"])
+        for s in start.finished]
+    done = [(stages[i].tag, asdict(log)) for i, s in enumerate(stops) for log in s.logs]
+    done += [] if start is None else [(stages[start.stage].tag, log) for log in start.logs]
+    rewrite_lines(run_dir / "metrics.jsonl",
+                  [{**log, **({"member": tag} if tag else {})} for tag, log in done])
+    minutes = run.config.train.max_minutes
+    share = None if minutes is None else 60.0 * minutes / len(stages)
+    with open(run_dir / "metrics.jsonl", "a") as log_file:
+        for i in range(len(stops), len(stages)):
+            resumed = start if start is not None and start.stage == i else None
+            writer = SummaryWriter(str(run_dir / "tb" / stages[i].tag.strip("/")),
+                                   purge_step=None if resumed is None else resumed.epoch + 1)
+            try:
+                stops.append(train_to_early_stop(
+                    stages[i], run=run, run_dir=run_dir, writer=writer, log_file=log_file,
+                    progress=progress, budget=share, index=i, finished=stops, start=resumed,
+                    on_epoch=on_epoch))
+            finally:
+                writer.close()
+    return stops
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says how to resume."""
+
+
+def interrupted(run_dir: Path, config: RunConfig, info: DataInfo,
+                command: str | None) -> RunInterrupted:
+    """Write ``results.json`` with ``stop_reason: interrupted`` and say how to resume."""
+    try:
+        _, state = load_last(run_dir)
+    except AdarecError:
+        state = None
+    results = {
+        "config": config.to_dict(), "data": asdict(info), "stop_reason": "interrupted",
+        "resume_from": None if state is None else {"stage": state.stage, "epoch": state.epoch},
+        "resume_command": None if state is None else resume_command(run_dir),
+        "commit": commit_id(), "command": command,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    if state is None:
+        return RunInterrupted(f"{run_dir}: stopped before its first checkpoint; run it again")
+    where = f"epoch {state.epoch}" + (f" of member {state.stage}" if state.stage else "")
+    return RunInterrupted(f"{run_dir} keeps {LAST} at {where}; resume with: "
+                          f"{resume_command(run_dir)}")
 
 
 def _device_name(device: torch.device) -> str:
@@ -250,39 +379,37 @@ def _device_name(device: torch.device) -> str:
 
 def fit(
     config: RunConfig, *, run_name: str | None = None, progress: bool = True,
-    command: str | None = None, on_epoch: EpochHook | None = None,
+    command: str | None = None, resume: Path | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``config`` to early stopping, test the best checkpoint once, write the run.
 
     The run directory is created only once the data has loaded and the model is built.
     Each of the model's `stages` (the model itself, or the release ensemble's members)
     trains on its own, with its own optimiser and early stopping; the whole model is tested.
-    ``on_epoch`` is called with every epoch's log (see `train_to_early_stop`). Returns the
-    run directory and the results.
+    ``resume`` (a run directory; ``config`` from `adarec.resume.resume_config`) continues
+    that run from its ``last.pt``. Ctrl-C raises `RunInterrupted` once ``results.json``
+    says so. ``on_epoch`` is called with every epoch's log (see `train_to_early_stop`).
+    Returns the run directory and the results.
     """
-    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
-
     run = setup_run(config)
     device, splits, info, model = run.device, run.splits, run.info, run.model
-    run_dir = new_run_dir(config, run_name)
+    last, start = (None, None) if resume is None else load_last(resume)
+    if resume is None:
+        run_dir = new_run_dir(config, run_name)
+    else:
+        run_dir = resume
+        check_same_data(last["data_info"], info, run_dir)
+        remove_stale_temporaries(run_dir)
+        model.load_state_dict(last["state_dict"])
     save_config(config, run_dir / "config.yaml")
-    stages = model.stages()
-    writer = SummaryWriter(str(run_dir / "tb"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    minutes = config.train.max_minutes
-    share = None if minutes is None else 60.0 * minutes / len(stages)
-    with open(run_dir / "metrics.jsonl", "w") as log_file:
-        stops = [
-            train_to_early_stop(
-                stage, run=run, run_dir=run_dir, writer=writer, log_file=log_file,
-                progress=progress,
-                deadline=None if share is None else time.perf_counter() + share,
-                on_epoch=on_epoch,
-            )
-            for stage in stages
-        ]
-    writer.close()
+    try:
+        stops = train_stages(run, run_dir=run_dir, progress=progress, start=start,
+                             on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        raise interrupted(run_dir, config, info, command) from None
 
     t, r = config.train, config.runtime
     test_split = splits.test.to(device)
