@@ -1,6 +1,6 @@
 """What pushes ADARec's depth controller: the gradients of each weighted loss on the depth
 logits, and which depth the recommendation loss prefers, by history length (a script, not a
-test; docs/method.md, "What the mechanism does in training").
+test; docs/method.md#what-the-mechanism-does-in-training).
 
 Usage:
 

@@ -1,4 +1,4 @@
-"""ADARec's mechanism pinned by values (docs/method.md, "What the mechanism does in training"):
+"""ADARec's mechanism pinned by values (docs/method.md#what-the-mechanism-does-in-training):
 numerics under bf16 autocast, train/eval parity, which parameters each loss trains, the
 schedule's levels, the aggregation, the contrast's level range and what each ablation does."""
 

@@ -23,7 +23,8 @@ def linear_alpha_bars(n_steps: int, beta_start: float, beta_end: float) -> Tenso
 def span_alpha_bars(max_depth: int, abar_at_max: float) -> Tensor:
     """(max_depth,) ``abar_k = 1 - (k / T)^2 (1 - abar_at_max)``, k = 1..T: the noise std
     ``sqrt(1 - abar_k) = (k / T) sqrt(1 - abar_at_max)`` grows evenly from level to level
-    and reaches ``sqrt(1 - abar_at_max)`` at T = max_depth (docs/method.md, "Schedule")."""
+    and reaches ``sqrt(1 - abar_at_max)`` at T = max_depth
+    (docs/method.md#what-the-mechanism-does-in-training)."""
     k = torch.arange(1, max_depth + 1, dtype=torch.float64)
     return (1.0 - (k / max_depth) ** 2 * (1.0 - abar_at_max)).float()
 
@@ -97,7 +98,7 @@ class DepthController(nn.Module):
     ``draw``: ``position`` draws fresh Gumbel noise at every position; ``sequence`` draws one
     noise vector per row, shared by its positions (still causal: the logits at t read items
     up to t only), so a user's decisions along the sequence move together, as one decision
-    per sequence would (docs/method.md, "What the mechanism does in training").
+    per sequence would (docs/method.md#what-the-mechanism-does-in-training).
     """
 
     def __init__(self, *, dim: int, max_depth: int, max_len: int, tau: float = 0.5,

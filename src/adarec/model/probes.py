@@ -1,6 +1,6 @@
-"""What ADARec's training logs about its mechanism (docs/method.md, "What the mechanism does
-in training"): the chosen depths, overall and per history length, the router's weights, and
-per level the noise and how far the clean estimate lies from E0.
+"""What ADARec's training logs about its mechanism: the chosen depths, overall and per
+history length, the router's weights, and per level the noise and how far the clean estimate
+lies from E0 (docs/method.md#what-the-mechanism-does-in-training).
 
 Every value is a detached scalar for one batch; `adarec.train.train_epoch` averages them over
 the epoch's batches. Depth histograms per history length are counts of rows (so that the
