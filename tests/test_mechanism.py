@@ -100,7 +100,7 @@ def test_training_and_evaluation_compute_the_same_score(autocast, monkeypatch):
     trajectory, every position) and the scoring path (last position only) agree; under
     bf16 autocast to bf16's precision."""
     # One group (no length grouping): both paths draw noise of the same shape.
-    model = _model("adarec.eval_noise=seeded", "train.length_buckets=1")
+    model = _model("adarec.eval_noise=seeded", "runtime.length_buckets=1")
     assert model.grouping is None
     ids = _batch().inputs
     fixed = torch.randn(T, *ids.shape, 16, generator=torch.Generator().manual_seed(5))
