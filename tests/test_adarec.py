@@ -84,8 +84,8 @@ def test_noise_schedule_matches_closed_form():
 
 def test_denoiser_loss_falls_on_a_fixed_batch():
     torch.manual_seed(0)
-    diff = HierarchicalDiffusion(denoiser=Denoiser(dim=8, max_depth=4), max_depth=4,
-                                 beta_start=0.05, beta_end=0.3)
+    diff = HierarchicalDiffusion(denoiser=Denoiser(dim=8, max_depth=4),
+                                 alpha_bars=linear_alpha_bars(4, 0.05, 0.3))
     e0, real = torch.randn(16, 6, 8), torch.ones(16, 6, dtype=torch.bool)
     mask = torch.ones(16, 6, 5)
     opt = torch.optim.Adam(diff.parameters(), lr=1e-2)
@@ -101,7 +101,8 @@ def test_denoiser_loss_falls_on_a_fixed_batch():
 
 
 def test_zero_noise_levels_are_exact_without_denoiser_error():
-    diff = HierarchicalDiffusion(denoiser=Denoiser(dim=4, max_depth=3), max_depth=3).eval()
+    diff = HierarchicalDiffusion(denoiser=Denoiser(dim=4, max_depth=3),
+                                 alpha_bars=linear_alpha_bars(50, 1e-4, 0.02)[:3]).eval()
     e0 = torch.randn(2, 5, 4)
     levels = diff(e0, torch.ones(2, 5, 4), torch.ones(2, 5, dtype=torch.bool)).levels
     assert levels.shape == (4, 2, 5, 4) and torch.equal(levels[0], e0)
@@ -111,7 +112,7 @@ def test_router_and_gate_weights_in_unit_interval_and_aggregation_normalised():
     torch.manual_seed(0)
     router = ContentRouter(dim=8, max_depth=3)
     levels, real = torch.randn(4, 5, 6, 8) * 10, _batch(rows=5, length=6) > 0
-    g = router(levels, real)
+    g = torch.sigmoid(router(levels, real))  # the router returns logits
     assert g.shape == (4, 5, 6) and g.min() >= 0 and g.max() <= 1
     const = torch.full((4, 5, 6, 8), 3.0)
     w = torch.rand(4, 5, 6) * torch.tensor([1.0, 1.0, 0.0, 0.0])[:, None, None]

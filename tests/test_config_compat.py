@@ -57,8 +57,12 @@ def _flat(config) -> dict[str, Any]:
     return out
 
 
+# Presets added since the fixture was dumped (they have no old values to match).
+NEW_PRESETS = {"adarec-beauty-h64"}
+
+
 def test_the_same_presets_are_listed():
-    assert preset_names() == sorted(OLD_PRESETS)
+    assert preset_names() == sorted({*OLD_PRESETS, *NEW_PRESETS})
 
 
 @pytest.mark.parametrize("name", sorted(OLD_PRESETS))

@@ -194,6 +194,19 @@ class ADARecConfig(Section):
     """Weight of L_expl (negative entropy of the depth choice)."""
     eval_noise: Literal["zero", "seeded"] = "zero"
     """Levels at inference: ``zero`` noise or a ``seeded`` draw (both deterministic)."""
+    # --- mechanism keys (issue 15; docs/method.md#what-the-mechanism-does-in-training) ---
+    denoiser_grad: Literal["deno_only", "rec"] = "deno_only"
+    """``deno_only``: eps_theta is trained by L_deno alone and L_deno trains nothing else;
+    ``rec``: L_rec's and L_cont's gradients also reach eps_theta through the levels."""
+    schedule: Literal["linear", "span"] = "linear"
+    """``linear``: level k is step k of the linear beta schedule; ``span``: the noise std
+    grows evenly over the levels, ``(k / T_max) sqrt(1 - abar_at_max)``."""
+    abar_at_max: Annotated[Float, Field(gt=0, lt=1)] = 0.5
+    """``abar`` of level T_max with ``schedule=span``, in (0, 1)."""
+    depth_draw: Literal["position", "sequence"] = "position"
+    """``position``: fresh Gumbel noise at every position; ``sequence``: one draw per
+    sequence, shared by its positions."""
+    # --- end of mechanism keys ---
 
     @model_validator(mode="after")
     def _check(self) -> ADARecConfig:

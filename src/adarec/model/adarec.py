@@ -25,11 +25,12 @@ from torch import Tensor, nn
 
 from adarec.model.diffusion import Depth, HierarchicalDiffusion, Levels, level_mask
 from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
-from adarec.model.experts import Gate, aggregate, trajectory_contrast
+from adarec.model.experts import Gate, route, trajectory_contrast
 from adarec.model.grouping import LengthGrouping, grouped
 from adarec.model.intents import mean_pool
 from adarec.model.interface import Batch, SequenceModel
 from adarec.model.losses import LossOutput, weigh
+from adarec.model.probes import depth_stats, history_lengths, level_stats, router_stats
 
 
 class Trajectory(NamedTuple):
@@ -40,14 +41,15 @@ class Trajectory(NamedTuple):
     pooled: Tensor  # (T+1, B, D) coarse expert output per level, mean over real positions
     depth: Tensor  # (B, T+1) one-hot depth chosen at the last position
     router: Tensor  # (T+1, B) fine-side weights g_k at the last position
-    expl: Tensor
-    deno: Tensor
-    counts: Tensor  # (2,) the positions that expl and deno average over
+    # Means over positions, by name: expl, deno (losses), deno_zero and dist (T,) (logs),
+    # and how many positions each averages over (to merge groups of rows).
+    means: dict[str, Tensor]
+    counts: dict[str, Tensor]
 
 
 class Fused(NamedTuple):
     """`ADARec._fused`'s outputs: ``h`` (B, L, D) fused, ``coarse`` (T+1, B, L, D) the coarse
-    expert's outputs, ``router`` (T+1, B, L) the fine-side weights, the depth decision and the
+    expert's outputs, ``router`` (T+1, B, L) the router's logits, the depth decision and the
     levels. With ``last_only``, L = 1 (the last position) for all but the last two."""
 
     h: Tensor
@@ -60,7 +62,7 @@ class Fused(NamedTuple):
 def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Trajectory:
     """The `Trajectory` of a whole batch from those of its length groups (see `ADARec`):
     rows back in the batch's order, positions widened to ``length`` with zeros on the left,
-    the two mean losses weighted by their counts."""
+    the means weighted by their counts."""
 
     def rows(values: list[Tensor], dim: int) -> Tensor:
         return torch.cat(values, dim).index_select(dim, inverse)
@@ -69,14 +71,13 @@ def merge_groups(parts: list[Trajectory], inverse: Tensor, length: int) -> Traje
         return rows([F.pad(x, (0, 0, length - x.shape[1], 0))
                      for x in (getattr(p, name) for p in parts)], 0)
 
-    counts = torch.stack([p.counts for p in parts])  # (G, 2)
-    means = torch.stack([torch.stack([p.expl, p.deno]) for p in parts])  # (G, 2)
-    total = counts.sum(0)
-    expl, deno = (means * counts).sum(0) / total.clamp(min=1)
+    counts = {name: sum(p.counts[name] for p in parts) for name in parts[0].counts}
+    means = {name: sum(p.means[name] * p.counts[name] for p in parts) / n.clamp(min=1)
+             for name, n in counts.items()}
     return Trajectory(
         widened("h"), widened("coarse0"), rows([p.pooled for p in parts], 1),
         rows([p.depth for p in parts], 0), rows([p.router for p in parts], 1),
-        expl, deno, total,
+        means, counts,
     )
 
 
@@ -132,20 +133,24 @@ class ADARec(SequenceModel):
         coarse = (fine if self.coarse is self.fine
                   else self.coarse(flat, attn_all, last_only=last_only))
         fine, coarse = (x.view(n_levels, batch, -1, x.shape[-1]) for x in (fine, coarse))
-        g = self.router(levels, real, last_only=last_only)  # (T+1, B, L)
-        used = mask.permute(2, 0, 1)[..., -g.shape[-1] :]  # (T+1, B, L)
-        h = self.gate(aggregate(fine, used * g), aggregate(coarse, used * (1 - g)))
-        return Fused(h, coarse, g, depth, diffused)
+        logits = self.router(levels, real, last_only=last_only)  # (T+1, B, L), fp32
+        used = mask.permute(2, 0, 1)[..., -logits.shape[-1] :]  # (T+1, B, L)
+        h = route(fine, coarse, logits, used, self.gate)
+        return Fused(h, coarse, logits, depth, diffused)
 
     def _trajectory(self, input_ids: Tensor) -> Trajectory:
         f = self._fused(input_ids, last_only=False)
         n_levels, batch = f.coarse.shape[:2]
         pooled = mean_pool(f.coarse.flatten(0, 1), (input_ids > 0).repeat(n_levels, 1))
-        counts = torch.stack([f.depth.count.to(f.h.dtype), f.levels.count.to(f.h.dtype)])
+        lv = f.levels
+        means = {"expl": f.depth.expl, "deno": lv.deno, "deno_zero": lv.deno_zero,
+                 "dist": lv.dist}
+        counts = {"expl": f.depth.count, "deno": lv.count, "deno_zero": lv.count,
+                  "dist": lv.n_real}
         return Trajectory(
             f.h, f.coarse[0], pooled.view(n_levels, batch, -1),
-            f.depth.onehot[:, -1].detach(), f.router[:, :, -1].detach(), f.depth.expl,
-            f.levels.deno, counts,
+            f.depth.onehot[:, -1].detach(), torch.sigmoid(f.router[:, :, -1].detach()),
+            means, {name: n.float() for name, n in counts.items()},
         )
 
     def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
@@ -164,23 +169,29 @@ class ADARec(SequenceModel):
         """The coarse expert on the clean embedding: the encoder of the intent learning."""
         return self.coarse(self.embedding(input_ids), attention_mask(input_ids))
 
-    def loss(self, batch: Batch) -> LossOutput:
+    def losses(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The named, unweighted losses (with their graphs) and the detached logs
+        (`adarec.model.probes`); `loss` weighs them."""
         tr = self.trajectory(batch.inputs)
         depth = tr.depth.argmax(-1)  # (B,) the whole-sequence decision
         losses = {
             "rec": self.rec_loss(tr.h, batch.targets, self.item_table, batch.inputs),
-            "deno": tr.deno,
+            "deno": tr.means["deno"],
             "cont": trajectory_contrast(tr.pooled, depth, self.cont_temperature),
-            "expl": tr.expl,
+            "expl": tr.means["expl"],
         }
         for part in self.aux.values():
             losses.update(part(self.encode_coarse, batch.inputs, tr.coarse0)._asdict())
-        used = level_mask(tr.depth).T  # (T+1, B)
         stats = {
-            **{f"depth_{k}": v for k, v in enumerate(tr.depth.mean(0))},
-            **{f"router_{k}": v for k, v in
-               enumerate((tr.router * used).sum(1) / used.sum(1).clamp(min=1))},
+            **depth_stats(tr.depth, history_lengths(batch.inputs)),
+            **router_stats(tr.router, level_mask(tr.depth).T),
+            "deno_zero": tr.means["deno_zero"].detach(),
+            **level_stats(self.diffusion.noise_std, tr.means["dist"].detach()),
         }
+        return losses, stats
+
+    def loss(self, batch: Batch) -> LossOutput:
+        losses, stats = self.losses(batch)
         return weigh(losses, self.loss_weights, stats)
 
     def before_training(self, train_inputs: Tensor, seed: int) -> None:

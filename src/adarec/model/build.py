@@ -14,6 +14,7 @@ from adarec.model.diffusion import (
     FixedDepth,
     HierarchicalDiffusion,
     linear_alpha_bars,
+    span_alpha_bars,
 )
 from adarec.model.elcrec import IntentLearning
 from adarec.model.encoder import SequenceEmbedding, Transformer, init_weights
@@ -69,6 +70,15 @@ def _transformer(cfg: ModelConfig, grouping: Grouping) -> Transformer:
     )
 
 
+def level_alpha_bars(a: ADARecConfig) -> Tensor:
+    """(T_max,) ``abar_k`` of levels 1..T_max: step k of the linear beta schedule of
+    ``diffusion_steps`` steps (``schedule=linear``), or noise std spaced evenly up to
+    ``sqrt(1 - abar_at_max)`` (``schedule=span``)."""
+    if a.schedule == "span":
+        return span_alpha_bars(a.max_depth, a.abar_at_max)
+    return linear_alpha_bars(a.diffusion_steps, a.beta_start, a.beta_end)[: a.max_depth]
+
+
 def _adarec(
     config: RunConfig, embedding: SequenceEmbedding, n_items: int, max_len: int,
     grouping: Grouping,
@@ -77,13 +87,13 @@ def _adarec(
     dim = config.model.hidden_size
     if a.controller == "adaptive":
         controller = DepthController(dim=dim, max_depth=a.max_depth, max_len=max_len,
-                                     tau=a.gumbel_tau)
+                                     tau=a.gumbel_tau, draw=a.depth_draw)
     else:
         controller = FixedDepth(depth=a.fixed_depth, max_depth=a.max_depth)
     diffusion = HierarchicalDiffusion(
         denoiser=Denoiser(dim=dim, max_depth=a.max_depth) if a.denoise else None,
-        max_depth=a.max_depth, n_steps=a.diffusion_steps, beta_start=a.beta_start,
-        beta_end=a.beta_end, eval_noise=a.eval_noise, eval_seed=config.train.seed,
+        alpha_bars=level_alpha_bars(a), eval_noise=a.eval_noise, eval_seed=config.train.seed,
+        rec_grad=a.denoiser_grad == "rec",
     )
     fine = _transformer(config.model, grouping)
     one_expert = a.experts == 1
