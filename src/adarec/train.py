@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
+from adarec.data.load import DataInfo
+from adarec.data.negatives import sample_negatives
 from adarec.data.splits import TrainSplit, trim_left
 from adarec.evaluate import evaluate, evaluate_masks, item_counts, popularity_score_fn
 from adarec.model.interface import Batch, Stage
@@ -89,11 +91,31 @@ def batch_rows(
     return [batches[i] for i in shuffle]
 
 
+def negatives_high(config: RunConfig, info: DataInfo) -> int | None:
+    """The release's data path draws each epoch's negatives from 1..n_items + 1 outside the
+    user's whole sequence (docs/release.md): the bound to draw below, or None where the
+    loss draws its own."""
+    return info.n_items + 2 if config.model.name == "release" else None
+
+
+def make_batch(
+    train: TrainSplit, rows: torch.Tensor, negatives: torch.Tensor | None = None,
+    trim: bool = False,
+) -> Batch:
+    """The training `Batch` of ``rows``; ``trim`` drops its all-padding columns (CPU)."""
+    inputs, targets = train.inputs[rows], train.targets[rows]
+    aligned = () if negatives is None else (negatives[rows],)
+    if trim:
+        inputs, targets, *aligned = trim_left(inputs, targets, *aligned)
+    lengths = None if train.lengths is None else train.lengths[rows]
+    return Batch(inputs, targets, lengths, *aligned)
+
+
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, train: TrainSplit, *,
     batch_size: int, generator: torch.Generator, progress: bool = False,
     autocast: torch.dtype | None = None, loss_fn: LossFn | None = None,
-    by_length: bool = False,
+    by_length: bool = False, negatives_high: int | None = None,
 ) -> dict[str, float]:
     """One pass over the training rows in random order; returns the mean of each loss part.
 
@@ -103,7 +125,8 @@ def train_epoch(
     (see `batch_rows`). On a GPU trimming would cost a sync per step, so the loop there never
     waits for the device: losses are summed on it and read once. ``autocast`` runs the
     forward pass and losses in that dtype (bf16 on a GPU by default); ``loss_fn`` replaces
-    ``model.loss`` (e.g. by a compiled version).
+    ``model.loss`` (e.g. by a compiled version). With ``negatives_high`` the epoch's
+    negatives are drawn first, outside each user's whole sequence (`negatives_high`).
     """
     model.train()
     device = train.inputs.device
@@ -111,14 +134,15 @@ def train_epoch(
     loss_fn = loss_fn or model.loss
     lengths = (train.inputs > 0).sum(1) if by_length else None
     batches = batch_rows(len(train), batch_size, generator, lengths=lengths)
+    negatives = (None if negatives_high is None else
+                 sample_negatives(train.seen, train.users, train.targets, negatives_high,
+                                  generator))
     sums: dict[str, torch.Tensor] = {}
     for rows in tqdm(batches, desc="train", leave=False, disable=not progress):
-        inputs, targets = train.inputs[rows], train.targets[rows]
-        if trim:
-            inputs, targets = trim_left(inputs, targets)
+        batch = make_batch(train, rows, negatives, trim)
         with torch.autocast(device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
-            out = loss_fn(Batch(inputs, targets))
+            out = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()
@@ -207,7 +231,8 @@ def train_to_early_stop(
         t0 = time.perf_counter()
         losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
                              generator=generator, progress=progress, autocast=autocast,
-                             loss_fn=loss_fn, by_length=by_length)
+                             loss_fn=loss_fn, by_length=by_length,
+                             negatives_high=negatives_high(config, info))
         t1 = time.perf_counter()
         model.eval()
         metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
