@@ -24,14 +24,15 @@ from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside thi
 
 from adarec.data.negatives import sample_negatives
 from adarec.errors import AdarecError
-from adarec.train import make_batch, make_optimizer, negatives_high
+from adarec.setup import make_optimizer
+from adarec.train import make_batch, negatives_high
 
 
 def run(args: argparse.Namespace) -> list[float]:
     torch.set_num_threads(1)
     config, device, _, splits, info, model = prepare_run(args)
     t = config.train
-    member = next(iter(getattr(model, "members", [model]))).train()
+    member = model.stages()[0].model.train()  # a release member is a step
     optimizer = make_optimizer(member, t, device)
     train = splits.train.to(device)
     high = negatives_high(config, info)
