@@ -190,7 +190,7 @@ def test_length_embedding_has_513_rows_and_embeds_the_given_length():
 
 def test_member_embeds_the_batch_lengths_for_inputs_and_real_counts_for_views():
     # No dropout; one length group: one controller call for the whole batch.
-    member = _ensemble("train.length_buckets=1").members[0]
+    member = _ensemble("runtime.length_buckets=1").members[0]
     seen = {}
     forward = member.controller.forward
 
@@ -243,7 +243,7 @@ def test_the_noised_branch_noises_the_clean_branch_s_own_dropout_masked_embeddin
 @pytest.mark.parametrize("view_passes", [1, 2])
 def test_the_views_run_once_per_loss_with_their_own_dropout(view_passes):
     member = _ensemble("model.hidden_dropout=0.5", f"release.view_passes={view_passes}",
-                       "train.length_buckets=1").members[0].train()  # one encoder call
+                       "runtime.length_buckets=1").members[0].train()  # one encoder call
     rows = []
     forward = member.transformer.forward
 
