@@ -25,11 +25,10 @@ from typing import Any
 import torch
 from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
 
-from adarec.data.splits import TrainSplit
 from adarec.errors import AdarecError
 from adarec.evaluate import evaluate
 from adarec.setup import eval_batch_size, make_optimizer
-from adarec.train import commit_id, loss_function, train_epoch
+from adarec.train import commit_id, loss_function, negatives_high, train_epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.train_rows is not None and args.train_rows < full_rows:
         keep = torch.randperm(full_rows, generator=torch.Generator().manual_seed(t.seed))
         keep = keep[: args.train_rows].to(device)
-        train = TrainSplit(train.inputs[keep], train.targets[keep], train.users[keep])
+        train = train.take(keep)
     full_valid = len(valid)
     if args.valid_rows is not None and args.valid_rows < full_valid:
         pick = torch.randperm(full_valid, generator=torch.Generator().manual_seed(t.seed))
@@ -111,7 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for member, optimizer, loss_fn in zip(members, optimizers, loss_fns, strict=True):
             losses = train_epoch(member, optimizer, train, batch_size=t.batch_size,
                                  generator=generator, autocast=autocast, loss_fn=loss_fn,
-                                 by_length=by_length)
+                                 by_length=by_length,
+                                 negatives_high=negatives_high(config, info))
         _sync(device)
         t1 = time.perf_counter()
         for member in members:

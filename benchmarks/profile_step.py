@@ -24,10 +24,10 @@ import torch
 from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
-from adarec.data.splits import trim_left
+from adarec.data.negatives import sample_negatives
 from adarec.errors import AdarecError
-from adarec.model.interface import Batch
 from adarec.setup import make_optimizer
+from adarec.train import make_batch, negatives_high
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    config, device, autocast, splits, _, model = prepare_run(args)
+    config, device, autocast, splits, info, model = prepare_run(args)
     t = config.train
     member = model.stages()[0].model  # one release member is a step
     train = splits.train.to(device)
@@ -50,16 +50,18 @@ def run(args: argparse.Namespace) -> None:
     optimizer = make_optimizer(member, t, device)
     member.train()
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(t.seed))
+    high = negatives_high(config, info)  # the release draws its negatives on the data side
+    negatives = (None if high is None else sample_negatives(
+        train.seen, train.users, train.targets, high,
+        torch.Generator(device=device).manual_seed(t.seed)))
 
     def step(i: int) -> None:
         # Full batches, wrapping around the shuffled rows on small data.
         rows = order.roll(-(i * t.batch_size) % len(order))[: t.batch_size].to(device)
-        inputs, targets = train.inputs[rows], train.targets[rows]
-        if device.type == "cpu":
-            inputs, targets = trim_left(inputs, targets)
+        batch = make_batch(train, rows, negatives, trim=device.type == "cpu")
         with torch.autocast(device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
-            out = member.loss(Batch(inputs, targets))
+            out = member.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()

@@ -49,6 +49,27 @@ def test_info_nce_hand_computed() -> None:
     assert info_nce(a, b, 4.0).item() == pytest.approx(info_nce(a / 2, b / 2, 1.0).item())
 
 
+def test_info_nce_groups_mask_same_group_negatives_as_the_release_does() -> None:
+    """The release's intent loss (``PCLoss`` with ``intent_ids``): rows that share a group
+    are not negatives of each other, in either view or across them."""
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    groups = torch.tensor([5, 5, 7])  # rows 0 and 1 share an intent
+    # sims (a = b): ab = aa = bb = diag(1, 1, 0). Masked: aa, bb where same group (diagonal
+    # included), ab where same group off the diagonal.
+    # row a0: [1, -inf, 0 | -inf, -inf, 0]  positive 1 -> log(e + 2) - 1 (a1 row alike)
+    # row a2: [0, 0, 0 | 0, 0, -inf]         positive 0 -> log 5            (b2 row alike)
+    # row b0: [-inf, -inf, 0 | 1, -inf, 0]  positive 1 -> log(e + 2) - 1 (b1 row alike)
+    e = math.e
+    expected = (4 * (math.log(e + 2) - 1) + 2 * math.log(5)) / 6
+    assert info_nce(a, a, 1.0, groups=groups).item() == pytest.approx(expected, rel=1e-6)
+    # Without groups row a0 keeps a1 as a negative: [1, 0, 0 | -inf, 0, 0].
+    plain = (4 * (math.log(e + 4) - 1) + 2 * math.log(5)) / 6
+    assert info_nce(a, a, 1.0).item() == pytest.approx(plain, rel=1e-6)
+    # Distinct groups change nothing; one shared group leaves only the positives (loss 0).
+    assert info_nce(a, a, groups=torch.arange(3)).item() == pytest.approx(plain, rel=1e-6)
+    assert info_nce(a, a, groups=torch.zeros(3, dtype=torch.long)).item() == pytest.approx(0.0)
+
+
 def test_cluster_loss_hand_computed_2x2() -> None:
     x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # normalised: e1, e2
     c = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # normalised: e1, (1, 1) / sqrt 2

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
 from adarec.data.load import DataInfo
+from adarec.data.negatives import sample_negatives
 from adarec.data.splits import TrainSplit, trim_left
 from adarec.divergence import Diverged, FiniteWatch, NonFiniteLoss, weights_finite
 from adarec.errors import AdarecError
@@ -108,11 +109,31 @@ def batch_rows(
     return [batches[i] for i in shuffle]
 
 
+def negatives_high(config: RunConfig, info: DataInfo) -> int | None:
+    """The release's data path draws each epoch's negatives from 1..n_items + 1 outside the
+    user's whole sequence (docs/release.md): the bound to draw below, or None where the
+    loss draws its own."""
+    return info.n_items + 2 if config.model.name == "release" else None
+
+
+def make_batch(
+    train: TrainSplit, rows: torch.Tensor, negatives: torch.Tensor | None = None,
+    trim: bool = False,
+) -> Batch:
+    """The training `Batch` of ``rows``; ``trim`` drops its all-padding columns (CPU)."""
+    inputs, targets = train.inputs[rows], train.targets[rows]
+    aligned = () if negatives is None else (negatives[rows],)
+    if trim:
+        inputs, targets, *aligned = trim_left(inputs, targets, *aligned)
+    lengths = None if train.lengths is None else train.lengths[rows]
+    return Batch(inputs, targets, lengths, *aligned)
+
+
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, train: TrainSplit, *,
     batch_size: int, generator: torch.Generator, progress: bool = False,
     autocast: torch.dtype | None = None, loss_fn: LossFn | None = None,
-    by_length: bool = False,
+    by_length: bool = False, negatives_high: int | None = None,
 ) -> dict[str, float]:
     """One pass over the training rows in random order; returns the mean of each loss part.
 
@@ -122,7 +143,8 @@ def train_epoch(
     (see `batch_rows`). On a GPU trimming would cost a sync per step, so the loop there never
     waits for the device: losses are summed on it and read once. ``autocast`` runs the
     forward pass and losses in that dtype (bf16 on a GPU by default); ``loss_fn`` replaces
-    ``model.loss`` (e.g. by a compiled version).
+    ``model.loss`` (e.g. by a compiled version). With ``negatives_high`` the epoch's
+    negatives are drawn first, outside each user's whole sequence (`negatives_high`).
     """
     model.train()
     device = train.inputs.device
@@ -130,16 +152,17 @@ def train_epoch(
     loss_fn = loss_fn or model.loss
     lengths = (train.inputs > 0).sum(1) if by_length else None
     batches = batch_rows(len(train), batch_size, generator, lengths=lengths)
+    negatives = (None if negatives_high is None else
+                 sample_negatives(train.seen, train.users, train.targets, negatives_high,
+                                  generator))
     sums: dict[str, torch.Tensor] = {}
     watch = FiniteWatch(device)  # a NaN/inf loss raises NonFiniteLoss (docs/resume.md)
     for step, rows in enumerate(tqdm(batches, desc="train", leave=False, disable=not progress),
                                 start=1):
-        inputs, targets = train.inputs[rows], train.targets[rows]
-        if trim:
-            inputs, targets = trim_left(inputs, targets)
+        batch = make_batch(train, rows, negatives, trim)
         with torch.autocast(device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
-            out = loss_fn(Batch(inputs, targets))
+            out = loss_fn(batch)
         watch.update(step, out.total)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
@@ -251,7 +274,8 @@ def train_to_early_stop(
         try:
             losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
                                  generator=generator, progress=progress, autocast=autocast,
-                                 loss_fn=loss_fn, by_length=by_length)
+                                 loss_fn=loss_fn, by_length=by_length,
+                                 negatives_high=negatives_high(config, info))
         except NonFiniteLoss as bad:
             raise diverged(run_dir, f"the loss was {bad.value} at epoch {epoch}, step "
                            f"{bad.step}{tag}", state) from None

@@ -236,9 +236,18 @@ class ReleaseConfig(Section):
     noised_weight: NonNegativeFloat = 0.5
     """Weight of the noised branch's BCE."""
     consistency_weight: NonNegativeFloat = 1e-4
-    """Weight of the masked MSE(noised output, detached clean output)."""
+    """Weight of the squared error of the noised output against the detached clean one,
+    summed over D per real position."""
     entropy_weight: NonNegativeFloat = 1e-4
     """Weight of the negative entropy of the controller's mix."""
+    # --- issue 21: what the released code does, or a faster option (docs/release.md) ---
+    view_passes: Annotated[Literal[1, 2], BeforeValidator(_exact_int)] = 2
+    """2: the augmented views run once for the instance loss and again, with their own
+    dropout and noise, for the intent loss (the release); 1: one shared pass (faster)."""
+    gru_reads_padding: bool = True
+    """true: the controller's GRU reads all max_len columns, left padding first (the
+    release); false: only the real items, packed (much cheaper on the CPU)."""
+    # --- end issue 21 ---
 
     @model_validator(mode="after")
     def _check(self) -> ReleaseConfig:

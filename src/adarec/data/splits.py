@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from adarec.data.negatives import SeenItems, seen_items
 from adarec.data.sequences import Sequences
 
 # How many items each split holds out at the end of a sequence (input ends before them).
@@ -28,17 +29,35 @@ _HELD_OUT = {"train": 3, "valid": 2, "test": 1}
 
 @dataclass
 class TrainSplit:
-    """One training row per user. ``inputs`` and ``targets`` are (U, L) int64, 0 = padding."""
+    """One training row per user. ``inputs`` and ``targets`` are (U, L) int64, 0 = padding.
+
+    ``lengths`` (U,) is each input's length before it is cut to ``max_len`` (the release's
+    controller embeds it; under the sparse protocol, after shortening). ``seen`` holds every
+    user's whole sequence, valid and test items included (shortened likewise), which the
+    release's negatives avoid (`adarec.data.negatives`).
+    """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     users: torch.Tensor  # (U,) row index into the source `Sequences`
+    lengths: torch.Tensor | None = None
+    seen: SeenItems | None = None
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
     def to(self, device: torch.device | str) -> TrainSplit:
-        return TrainSplit(*(t.to(device) for t in (self.inputs, self.targets, self.users)))
+        return TrainSplit(
+            *(t.to(device) for t in (self.inputs, self.targets, self.users)),
+            lengths=None if self.lengths is None else self.lengths.to(device),
+            seen=None if self.seen is None else self.seen.to(device),
+        )
+
+    def take(self, rows: torch.Tensor) -> TrainSplit:
+        """The rows ``rows`` as a new split (``seen`` is keyed by user, so it is shared)."""
+        return TrainSplit(self.inputs[rows], self.targets[rows], self.users[rows],
+                          lengths=None if self.lengths is None else self.lengths[rows],
+                          seen=self.seen)
 
 
 @dataclass
@@ -183,6 +202,11 @@ def build_splits(
         inputs=torch.from_numpy(_window(seqs, train_users, end, width, max_len)),
         targets=torch.from_numpy(_window(seqs, train_users, end, width, max_len, shift=1)),
         users=torch.from_numpy(train_users.astype(np.int64)),
+        lengths=torch.from_numpy(
+            np.minimum(lengths[train_users] - _HELD_OUT["train"], shorten_seq_to or np.inf)
+            .astype(np.int64)),
+        seen=seen_items(seqs, train_users,
+                        None if shorten_seq_to is None else shorten_seq_to + 3),
     )
     return Splits(
         train=train,

@@ -22,7 +22,13 @@ from adarec.model.experts import ConstantRouter, ContentRouter, Gate
 from adarec.model.grouping import LengthGrouping, group_cost
 from adarec.model.intents import IntentCentres, self_dot
 from adarec.model.losses import rec_loss
-from adarec.model.release import ReleaseController, ReleaseEnsemble, ReleaseMember
+from adarec.model.release import (
+    ReleaseController,
+    ReleaseEnsemble,
+    ReleaseMember,
+    last_state_all_steps,
+    last_state_real_steps,
+)
 from adarec.model.sasrec import SASRec
 
 
@@ -123,12 +129,14 @@ def _release(config: RunConfig, n_items: int, max_len: int, grouping: Grouping
             embedding=SequenceEmbedding(n_rows=n_items + 2, max_len=max_len, dim=m.hidden_size,
                                         dropout=m.hidden_dropout),
             transformer=_transformer(m, grouping),
-            controller=ReleaseController(dim=m.hidden_size, max_len=max_len,
-                                         n_choices=len(depths)),
+            controller=ReleaseController(
+                dim=m.hidden_size, n_choices=len(depths),
+                last_state=last_state_all_steps if r.gru_reads_padding
+                else last_state_real_steps),
             centres=IntentCentres(i.n_intents, m.hidden_size),
             alpha_bars=schedule[[d - 1 for d in depths]],
             rec_loss=rec_loss(m.rec_loss, n_items), loss_weights=weights,
-            temperature=i.temperature,
+            temperature=i.temperature, view_passes=r.view_passes,
             # Fewer, wider groups than the encoder's: each group runs the controller's GRU
             # over its own width, one step at a time (measured on Beauty at width 256: a
             # group price of 128 beat 32 and 0).

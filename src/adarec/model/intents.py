@@ -52,7 +52,7 @@ def self_dot(z: Tensor) -> Tensor:
 
 def info_nce(
     a: Tensor, b: Tensor, temperature: float = 1.0,
-    gram: Callable[[Tensor], Tensor] = self_dot,
+    gram: Callable[[Tensor], Tensor] = self_dot, groups: Tensor | None = None,
 ) -> Tensor:
     """In-batch InfoNCE between rows of ``a`` (B, D) and ``b`` (B, D); row i of each is the
     other's positive. ``gram(z)`` gives all (2B, 2B) dot products of the rows of ``z = [a;
@@ -65,13 +65,21 @@ def info_nce(
       a_i.b_i; so within-view similarities are negatives with the self-similarity masked out
       (SimCLR's NT-Xent on unnormalised vectors);
     - the result is the cross-entropy averaged over the 2B anchors.
+
+    ``groups`` (B,) ids (e.g. each row's intent) turn de-noising on, as ``NCELoss(...,
+    intent_ids)`` does: rows of the same group are never each other's negatives, so a_i.a_j,
+    b_i.b_j and (for i != j) a_i.b_j, b_i.a_j are masked wherever ``groups[i] ==
+    groups[j]``. The original release's intent loss uses it (docs/release.md).
     """
     batch = a.shape[0]
     sims = gram(torch.cat([a, b])) / temperature  # (2B, 2B)
     self_pair = torch.eye(batch, dtype=torch.bool, device=a.device)
+    same = self_pair if groups is None else groups[:, None] == groups[None, :]  # (B, B)
     sim_ab = sims[:batch, batch:]
-    sim_aa = sims[:batch, :batch].masked_fill(self_pair, float("-inf"))
-    sim_bb = sims[batch:, batch:].masked_fill(self_pair, float("-inf"))
+    if groups is not None:
+        sim_ab = sim_ab.masked_fill(same & ~self_pair, float("-inf"))
+    sim_aa = sims[:batch, :batch].masked_fill(same, float("-inf"))
+    sim_bb = sims[batch:, batch:].masked_fill(same, float("-inf"))
     logits = torch.cat(
         [torch.cat([sim_ab, sim_aa], dim=1), torch.cat([sim_bb, sim_ab.T], dim=1)], dim=0
     )  # (2B, 2B); the positive of row r is column r

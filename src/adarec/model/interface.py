@@ -30,10 +30,17 @@ if TYPE_CHECKING:
 
 
 class Batch(NamedTuple):
-    """Training rows: ``inputs`` and next-item ``targets``, both (B, L) int64, 0 = padding."""
+    """Training rows: ``inputs`` and next-item ``targets``, both (B, L) int64, 0 = padding.
+
+    ``lengths`` (B,): each input's length before it was cut to ``max_len`` (None: count the
+    real items). ``negatives`` (B, L): one sampled negative per target position, drawn by the
+    data path (the original release's; None: a loss that needs them draws its own).
+    """
 
     inputs: Tensor
     targets: Tensor
+    lengths: Tensor | None = None
+    negatives: Tensor | None = None
 
 
 class Stage(NamedTuple):

@@ -71,8 +71,9 @@ class FullSoftmaxCE(nn.Module):
 
     def forward(
         self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-        inputs: torch.Tensor,
+        inputs: torch.Tensor, negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``negatives`` is accepted for a common signature with `SampledBCE` and unused."""
         h, y = _positions(hidden, targets, self.gather_real)
         # Scores of real items only (column j: item j + 1), so the padding row and spare
         # rows need no masking: no (M, C) mask to fill, copy and back-propagate.
@@ -106,9 +107,11 @@ class SampledBCE(nn.Module):
 
     def forward(
         self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-        inputs: torch.Tensor,
+        inputs: torch.Tensor, negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        neg = self.sample_negatives(targets, inputs)
+        """Mean BCE over real target positions; ``negatives`` (B, L), when given, are used
+        as they are (the release draws them on the data side), else they are sampled."""
+        neg = self.sample_negatives(targets, inputs) if negatives is None else negatives
         h, pos, neg = _positions(hidden, targets, self.gather_real, neg)
         pos_logit = (h * items[pos]).sum(-1)
         neg_logit = (h * items[neg]).sum(-1)

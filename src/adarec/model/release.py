@@ -6,16 +6,19 @@ i.e. ``alpha_bars[d - 1]``). Each member has its own embeddings, encoder, intent
 optimiser and early stopping (`ReleaseEnsemble.stages`); the test score is the average
 of the members' full score vectors. Diffusion is used in training only.
 
-Per member and batch: a controller (GRU over the *detached* embedded input, last hidden state,
-concatenated with an embedding of the raw length, linear, softmax over the two depths) mixes
-two noised copies of the embedded input into one; the same encoder reads the clean and the
-noised input. Losses (weights in `ReleaseMember.loss_weights`): BCE on the clean branch,
-0.5 x BCE on the noised branch, 1e-4 x masked MSE(noised output, detached clean output),
-1e-4 x (-entropy of the mix), and ELCRec-style losses in the release's form: instance InfoNCE
-between the two augmented views' noised-branch outputs, flattened, without centre fusion; the
-clustering loss on the *detached* clean mean-pooled output (only the centres learn from it);
-intent InfoNCE between the views' noised-branch pooled outputs and the clean sequence's
-nearest centre.
+Per member and batch: a controller (GRU over the *detached* embedded input, padding
+included, its last hidden state concatenated with an embedding of the raw, untruncated
+length, linear, softmax over the two depths) mixes two noised copies of the embedded input
+into one; the noised copies noise the clean branch's own (dropout-masked) embedding, and the
+same encoder reads both. Losses (weights in `ReleaseMember.loss_weights`): BCE on the clean
+branch and 0.5 x BCE on the noised one, with the same negatives (drawn by the data path);
+1e-4 x the squared error of the noised output against the detached clean one, summed over D
+per real position; 1e-4 x (-entropy of the mix); and ELCRec-style losses in the release's
+form: instance InfoNCE between the two augmented views' noised-branch outputs, flattened,
+without centre fusion; the clustering loss on the *detached* clean mean-pooled output (only
+the centres learn from it); intent InfoNCE between the views' noised-branch pooled outputs
+(a second pass of the views) and the clean sequence's nearest centre, same-intent pairs not
+being negatives.
 
 Two release defects are fixed and documented: the intent centres are initialised by k-means
 (the release leaves them uninitialised), and the entry point runs.
@@ -37,27 +40,64 @@ from adarec.model.interface import Batch, Model, SequenceModel, Stage
 from adarec.model.losses import LossOutput, weigh
 
 
-class ReleaseController(nn.Module):
-    """Softmax mixing weights (B, 2) over two candidate depths, from the detached input."""
+def last_state_all_steps(gru: nn.GRU, e0: Tensor, visible: Tensor) -> Tensor:
+    """The release's controller input: the GRU over every column of the left-padded rows
+    ``e0`` (R, L, D), padding first; its state after the last column (R, D). ``visible``
+    is unused (the signature is `last_state_real_steps`')."""
+    return run_gru(gru, e0)[:, -1]
 
-    def __init__(self, *, dim: int, max_len: int, n_choices: int = 2) -> None:
+
+def last_state_real_steps(gru: nn.GRU, e0: Tensor, visible: Tensor) -> Tensor:
+    """The GRU over each row's last ``visible`` (R,) columns only (its real items), packed
+    on the CPU; its state after the last real item (R, D). Not the release's (it reads the
+    padding too), but far cheaper on the CPU for short rows (docs/release.md)."""
+    out = run_gru(gru, roll_rows(e0, e0.shape[1] - visible), visible)
+    return out[torch.arange(out.shape[0], device=out.device), (visible - 1).clamp(min=0)]
+
+
+LastState = Callable[[nn.GRU, Tensor, Tensor], Tensor]
+
+
+def consistency_loss(noisy: Tensor, clean: Tensor, real: Tensor) -> Tensor:
+    """Squared error of (B, L, D) outputs summed over positions and D, per real position
+    (``real`` (B, L) bool): the release's ``mse_loss(..., reduction="sum") / mask.sum()``
+    with a (B, L, 1) mask, i.e. a sum over D, not a mean."""
+    return ((noisy - clean).pow(2).sum(-1) * real).sum() / real.sum().clamp(min=1)
+
+
+class ReleaseController(nn.Module):
+    """Softmax mixing weights (R, n_choices) over the candidate depths, from the detached
+    embedded rows and an embedding of each row's length (clipped to ``max_length``; the
+    release's table has 513 rows, whatever ``max_len``). ``last_state`` says which columns
+    the GRU reads (`last_state_all_steps`, the release's, or `last_state_real_steps`);
+    ``reads_padding`` tells the caller whether it needs the rows at their full width."""
+
+    def __init__(self, *, dim: int, n_choices: int = 2, max_length: int = 512,
+                 last_state: LastState = last_state_all_steps) -> None:
         super().__init__()
         self.gru = nn.GRU(dim, dim, batch_first=True)
-        self.length_embedding = nn.Embedding(max_len + 1, dim)
+        self.length_embedding = nn.Embedding(max_length + 1, dim)
         self.head = nn.Linear(2 * dim, n_choices)
+        self.last_state = last_state
+        self.reads_padding = last_state is last_state_all_steps
 
-    def forward(self, e0: Tensor, input_ids: Tensor) -> Tensor:
-        lengths = (input_ids > 0).sum(1)
-        # The GRU's last hidden state after the last real item (padding trails after rolling).
-        out = run_gru(self.gru, roll_rows(e0.detach(), input_ids.shape[1] - lengths),
-                      lengths)
-        last = out[torch.arange(out.shape[0], device=out.device), (lengths - 1).clamp(min=0)]
-        h = torch.cat([last, self.length_embedding(lengths)], dim=-1)
-        return self.head(h).softmax(-1)
+    def forward(self, e0: Tensor, visible: Tensor, lengths: Tensor) -> Tensor:
+        """``e0`` (R, L, D) left-padded embedded rows (``max_len`` wide if the GRU reads the
+        padding), ``visible`` (R,) their real columns, ``lengths`` (R,) the lengths to embed
+        -> (R, n_choices)."""
+        last = self.last_state(self.gru, e0.detach(), visible)  # (R, D)
+        n = lengths.clamp(max=self.length_embedding.num_embeddings - 1)
+        return self.head(torch.cat([last, self.length_embedding(n)], dim=-1)).softmax(-1)
 
 
 class ReleaseMember(SequenceModel):
     """One of the release's two models: SASRec + noised branch + ELCRec-style losses.
+
+    A training step embeds the inputs and the augmented views once, each row with its own
+    dropout mask; the clean branch reads the inputs' embedding, and the noised branch noises
+    that same embedding (as the release does); each view is noised likewise. The views run
+    ``view_passes`` times, each with its own dropout and noise: the release runs them once
+    for the instance loss and again for the intent loss (2); 1 shares one pass (faster).
 
     With a ``grouping``, the passes run their rows on the CPU in groups of similar length,
     each cut to its own width (see `adarec.model.grouping`): the same outputs at real
@@ -70,52 +110,80 @@ class ReleaseMember(SequenceModel):
         self, *, embedding: SequenceEmbedding, transformer: Transformer,
         controller: ReleaseController, centres: IntentCentres, alpha_bars: Tensor,
         rec_loss: nn.Module, loss_weights: dict[str, float], temperature: float = 1.0,
-        grouping: LengthGrouping | None = None, gram: Callable[[Tensor], Tensor] = self_dot,
+        view_passes: int = 2, grouping: LengthGrouping | None = None,
+        gram: Callable[[Tensor], Tensor] = self_dot,
     ) -> None:
         super().__init__()
+        if view_passes not in (1, 2):
+            raise ValueError(f"view_passes must be 1 or 2, got {view_passes}")
         self.embedding = embedding
         self.transformer = transformer
         self.controller = controller
         self.centres = centres
-        self.register_buffer("alpha_bars", alpha_bars, persistent=False)  # (2,)
+        self.register_buffer("alpha_bars", alpha_bars, persistent=False)  # (n_depths,)
         self.rec_loss = rec_loss
         self.loss_weights = loss_weights
         self.temperature = temperature
+        self.view_passes = view_passes
         self.grouping = grouping  # of the passes (`passes`)
         self.gram = gram  # of the instance loss's flattened views (zero at padding)
 
-    def passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
-        """Every encoder pass of a training step as one: the first ``n_clean`` rows of
-        ``input_ids`` (R, L) run the clean branch, the others the noised one (embedding mixed
-        by the controller's weights). Returns the outputs (R, L, D) and the mixing weights
-        (R, n_depths), zero for the clean rows.
+    def passes(self, input_ids: Tensor, n_clean: int,
+               lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Every encoder pass of a training step as one. ``input_ids`` (R, L): the first
+        ``n_clean`` rows run the clean branch; the next ``n_clean`` are the same inputs
+        again, for the noised branch, which noises the clean rows' own embedding (one
+        dropout mask, as in the release); the other rows (views) are noised alone.
+        ``lengths`` (R,): what the controller embeds per row (default: the real items).
+        Returns the outputs (R, L, D) and the mixing weights (R, n_depths), zero for the
+        clean rows.
 
         One embedding, one controller and one encoder call for all rows, instead of one per
         branch: fewer, larger operations (a GPU launches each one; see docs/benchmarks.md).
-        On the CPU the rows run in length groups, as `LengthGrouping.map` says.
+        On the CPU the rows run in length groups, as `LengthGrouping.map` says (a row and
+        its noised twin have the same width, so they share a group).
         """
+        lengths = (input_ids > 0).sum(1) if lengths is None else lengths
         grouping = grouped(self.grouping, input_ids)
         if grouping is None:
-            return self._passes(input_ids, n_clean)
+            return self._passes(input_ids, n_clean, lengths)
 
         def group(ids: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-            # Rows keep the input's order in a group, so its clean rows lead it.
-            return self._passes(ids, int((rows < n_clean).sum()))
+            # Rows keep the input's order in a group: its clean rows, then their twins.
+            return self._passes(ids, int((rows < n_clean).sum()), lengths[rows])
 
         out, w = grouping.map(group, input_ids, (True, False), with_rows=True)
         return out, w
 
-    def _passes(self, input_ids: Tensor, n_clean: int) -> tuple[Tensor, Tensor]:
-        e0 = self.embedding(input_ids)  # (R, L, D)
-        # Splits, not slices: a slice's gradient is a zero-filled tensor of the whole.
-        e_clean, e_noised = e0.split([n_clean, len(e0) - n_clean])
-        w = self.controller(e_noised, input_ids[n_clean:])  # (R - n_clean, n_depths)
+    def _passes(self, input_ids: Tensor, n_clean: int, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        n = n_clean
+        # The clean rows and the views; the twins (rows n..2n) reuse the clean rows.
+        rows = torch.arange(len(input_ids), device=input_ids.device)
+        keep = torch.cat([rows[:n], rows[2 * n :]])
+        ids = input_ids.index_select(0, keep)
+        e0 = self.embedding(ids)  # (R - n, L, D)
+        w = self.controller(self._gru_input(e0), (ids > 0).sum(1), lengths.index_select(0, keep))
         ab = self.alpha_bars[:, None, None, None]  # (n_depths, 1, 1, 1)
-        eps = self.noise((len(ab), *e_noised.shape), e0)
-        noisy = ab.sqrt() * e_noised + (1 - ab).sqrt() * eps  # (n_depths, R - n_clean, L, D)
-        mixed = (w.T[:, :, None, None] * noisy).sum(0)
+        eps = self.noise((len(ab), *e0.shape), e0)
+        noisy = ab.sqrt() * e0 + (1 - ab).sqrt() * eps  # (n_depths, R - n, L, D)
+        mixed = (w.T[:, :, None, None] * noisy).sum(0)  # noised inputs, then noised views
+        # Splits, not slices: a slice's gradient is a zero-filled tensor of the whole.
+        e_clean = e0.split([n, len(e0) - n])[0]
         out = self.transformer(torch.cat([e_clean, mixed]), attention_mask(input_ids))
-        return out, torch.cat([w.new_zeros(n_clean, w.shape[1]), w])
+        return out, torch.cat([w.new_zeros(n, w.shape[1]), w])
+
+    def _gru_input(self, e0: Tensor) -> Tensor:
+        """What the controller's GRU reads: ``e0`` (R, w, D) itself, or, if it reads the
+        padding, ``e0`` after the embeddings of the columns cut off its left, up to
+        ``max_len``: padding, dropout-masked as the release's are (its input is always
+        ``max_len`` wide). Detached: the controller reads its input without gradient."""
+        emb = self.embedding
+        k = emb.positions.num_embeddings - e0.shape[1]
+        if not self.controller.reads_padding or k <= 0:
+            return e0.detach()
+        with torch.no_grad():
+            pad = emb.ln(emb.items.weight[0] + emb.positions.weight[:k])  # (k, D)
+            return torch.cat([emb.drop(pad.expand(len(e0), k, -1)), e0.detach()], dim=1)
 
     @staticmethod
     def noise(shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -125,25 +193,31 @@ class ReleaseMember(SequenceModel):
     def loss(self, batch: Batch) -> LossOutput:
         inputs = batch.inputs
         b = inputs.shape[0]
-        views = torch.cat([random_augment(inputs), random_augment(inputs)])
-        # Rows: clean branch, noised branch, the two noised views.
-        out, w = self.passes(torch.cat([inputs, inputs, views]), n_clean=b)
-        clean, noisy, view_out = out.split([b, b, 2 * b])
-        w = w.split([b, b, 2 * b])[1]
+        views = torch.cat([random_augment(inputs), random_augment(inputs)])  # (2B, L)
+        all_views = views.repeat(self.view_passes, 1)  # the same views, run once per pass
+        lengths = (inputs > 0).sum(1) if batch.lengths is None else batch.lengths
+        # Rows: clean branch, noised branch, then each pass's two noised views.
+        out, w = self.passes(torch.cat([inputs, inputs, all_views]), n_clean=b,
+                             lengths=torch.cat([lengths, lengths, (all_views > 0).sum(1)]))
+        clean, noisy, *passes = out.split([b, b] + [2 * b] * self.view_passes)
+        w = w[b : 2 * b]  # the inputs' mix
         real, view_real = inputs > 0, views > 0
-        flat = view_out * view_real.unsqueeze(-1)  # (2B, L, D), zero at padding
-        pooled = mean_pool(view_out, view_real)
+        flat = passes[0] * view_real.unsqueeze(-1)  # (2B, L, D), zero at padding
+        pooled = mean_pool(passes[-1], view_real)  # (2B, D)
         clean_pooled = mean_pool(clean, real)
-        _, intent = self.centres.nearest(clean_pooled.detach())
-        sq = (noisy - clean.detach()).pow(2).mean(-1)  # (B, L)
+        index, intent = self.centres.nearest(clean_pooled.detach())
         losses = {
-            "rec": self.rec_loss(clean, batch.targets, self.item_table, inputs),
-            "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, inputs),
-            "consistency": (sq * real).sum() / real.sum().clamp(min=1),
+            "rec": self.rec_loss(clean, batch.targets, self.item_table, inputs,
+                                 batch.negatives),
+            "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, inputs,
+                                        batch.negatives),
+            "consistency": consistency_loss(noisy, clean.detach(), real),
             "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
             "instance": info_nce(*flat.split(b), self.temperature, gram=self.gram),
             "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
-            "intent": sum(info_nce(p, intent, self.temperature) for p in pooled.split(b)) / 2,
+            # Same-intent pairs are not negatives (the release's PCLoss with intent_ids).
+            "intent": sum(info_nce(p, intent, self.temperature, groups=index)
+                          for p in pooled.split(b)) / 2,
         }
         return weigh(losses, self.loss_weights)
 
