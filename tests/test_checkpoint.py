@@ -80,12 +80,11 @@ def test_save_leaves_no_temporary_file_and_replaces_an_old_checkpoint(saved, con
 def test_a_failed_save_keeps_the_previous_checkpoint(saved, config, info, monkeypatch):
     model, path = saved
 
-    def broken_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
+    def full_disk(fd):  # the temporary file holds half a checkpoint when the disk fills
+        raise OSError(28, "disk full")
 
-    monkeypatch.setattr(ckpt.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt.os, "fsync", full_disk)
+    with pytest.raises(ckpt.CheckpointWriteError, match="disk full"):
         save_checkpoint(path, model=model, config=config, info=info, epoch=5, metrics={})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 4
@@ -94,12 +93,11 @@ def test_a_failed_save_keeps_the_previous_checkpoint(saved, config, info, monkey
 def test_a_failed_save_leaves_no_temporary_file(saved, config, info, monkeypatch):
     model, path = saved
 
-    def broken_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
+    def full_disk(fd):
+        raise OSError(28, "disk full")
 
-    monkeypatch.setattr(ckpt.torch, "save", broken_save)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(ckpt.os, "fsync", full_disk)
+    with pytest.raises(ckpt.CheckpointWriteError):
         save_checkpoint(path, model=model, config=config, info=info, epoch=5, metrics={})
     assert sorted(p.name for p in path.parent.iterdir()) == ["best.pt"]
 
