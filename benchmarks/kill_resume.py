@@ -10,7 +10,9 @@ run is started and SIGKILLed: after a random delay, uniform between the moment t
 run wrote its first ``last.pt`` (its set-up done) and its end, or (a ``--write-share`` of
 the kills) halfway through a random checkpoint write (``ADAREC_KILL_IN_WRITE``, see
 `adarec.checkpoint`); then resumed with ``adarec train --resume``, killed again, and so on.
-A trial ends when a resumed process finishes on its own; the next kill starts a new trial.
+A trial ends when a resumed process finishes on its own, or when a kill lands after the
+process wrote its results (while it exits); the next kill starts a new trial. A kill in a
+checkpoint write picks one of the writes the process has left (one `last.pt` per epoch).
 After its share of the kills, each chain's last trial is resumed to its end; ``--chains``
 runs several such chains side by side. Each trial must end with the lone run's per-epoch
 losses and validation metrics and its test results, exactly; a kill counts as identical
@@ -72,6 +74,21 @@ def last_epoch(run_dir: Path) -> str:
     return f"{state['resume']['stage']}/{state['epoch']}"
 
 
+def completed_epochs(run_dir: Path) -> int:
+    """Epochs ``run_dir/metrics.jsonl`` holds (0 before the run's first epoch)."""
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().count("\n") if path.is_file() else 0
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` wrote its final results (not an interruption's)."""
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return results.get("stop_reason") != "interrupted" and not (run_dir / "INCOMPLETE").exists()
+
+
 class Chain:
     """One run killed and resumed again and again (trials one after the other)."""
 
@@ -86,12 +103,14 @@ class Chain:
         self.trials: list[dict] = []
         self.error: str | None = None
 
-    def _next_kill(self) -> tuple[dict[str, str], float | None, str]:
+    def _next_kill(self, run_dir: Path) -> tuple[dict[str, str], float | None, str]:
         env = dict(self.env)
         if len(self.kills) >= self.quota:
             return env, None, "end"
         if self.rng.random() < self.write_share:
-            n = self.rng.randint(1, self.writes)
+            # One of the writes this process will make: at least a last.pt for each epoch
+            # left (a number past its last write would let it finish unkilled).
+            n = self.rng.randint(1, max(1, self.writes - completed_epochs(run_dir)))
             env["ADAREC_KILL_IN_WRITE"] = str(n)
             return env, None, f"in write {n}"
         delay = self.rng.uniform(*self.window)
@@ -103,7 +122,7 @@ class Chain:
             run_dir = self.work / f"{self.name}-trial{trial}"
             cmd = ([*self.fresh, "--run-name", run_dir.name] if attempt == 0
                    else [*self.resume, str(run_dir)])
-            env, delay, mode = self._next_kill()
+            env, delay, mode = self._next_kill(run_dir)
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
             try:
@@ -123,8 +142,15 @@ class Chain:
                 if where == "none":  # killed before training began: nothing to resume
                     shutil.rmtree(run_dir, ignore_errors=True)
                     attempt = 0
-                continue
-            if proc.returncode != 0:
+                    continue
+                if not finished(run_dir):
+                    continue
+                # The kill landed after the run had written its results (while the process
+                # was exiting): the trial is over, with nothing to resume.
+                self.kills[-1]["after_end"] = True
+                print(f"{self.name} kill {len(self.kills):2d} landed after the run finished",
+                      flush=True)
+            elif proc.returncode != 0:
                 self.error = f"{run_dir} attempt {attempt} failed ({proc.returncode}):\n{stderr}"
                 print(self.error, flush=True)
                 return
@@ -174,7 +200,7 @@ def main() -> int:
         return 1
     reference = outcome(work / "alone")
     lines = (work / "alone" / "metrics.jsonl").read_text().count("\n")
-    writes = 2 * lines + 2  # about one last.pt and at most one best.pt per epoch
+    writes = lines + 1  # at least one last.pt per epoch, and one before the first
     window = (setup or 0.0, alone)
     print(f"left alone: {reference['epochs_run']} epochs, {alone:.1f} s ({window[0]:.1f} s "
           f"to its first last.pt); kills: {args.kills} in {args.chains} chain(s)", flush=True)
@@ -195,7 +221,8 @@ def main() -> int:
     print(f"{identical}/{len(kills)} identical ({len(trials)} trials, "
           f"{sum(k['mode'].startswith('in write') for k in kills)} kills in a checkpoint "
           f"write, {sum(k['torn_write'] for k in kills)} left a torn .tmp; "
-          f"{sum(k['last_pt'] == 'none' for k in kills)} before the first last.pt)")
+          f"{sum(k['last_pt'] == 'none' for k in kills)} before the first last.pt, "
+          f"{sum(k.get('after_end', False) for k in kills)} after the results were written)")
     if args.json:
         args.json.write_text(json.dumps({
             "preset": args.preset, "overrides": args.overrides, "alone_seconds": alone,
