@@ -109,9 +109,13 @@ def train(
 
 
 def _report_run(run_dir: Path, results: dict, cfg) -> None:
-    """What `train` prints after a run: its folder, stop, test metrics, how to go on."""
+    """What `train` prints after a run: its folder, stop, test metrics, how to go on (under
+    torchrun, rank 0 alone prints)."""
+    from adarec.distributed import launched
     from adarec.resume import resume_command
 
+    if launched().rank != 0:
+        return
     typer.echo(f"run directory: {run_dir}")
     stops = results["stop_reason"]
     stops = ", ".join(stops) if isinstance(stops, list) else stops

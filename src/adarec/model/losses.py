@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adarec.distributed import global_mean
+
 
 class LossOutput(NamedTuple):
     """A training step's loss: ``total`` to back-propagate and named ``parts`` to log.
@@ -78,7 +80,8 @@ class FullSoftmaxCE(nn.Module):
         # Scores of real items only (column j: item j + 1), so the padding row and spare
         # rows need no masking: no (M, C) mask to fill, copy and back-propagate.
         logits = h @ items[1 : self.n_items + 1].T  # (M, n_items)
-        return F.cross_entropy(logits.float(), y - 1, ignore_index=-1)
+        # Under torchrun, this process's share of the global batch's mean.
+        return global_mean(F.cross_entropy(logits.float(), y - 1, ignore_index=-1), (y > 0).sum())
 
 
 class SampledBCE(nn.Module):
@@ -117,7 +120,7 @@ class SampledBCE(nn.Module):
         neg_logit = (h * items[neg]).sum(-1)
         loss = (F.softplus(-pos_logit) + F.softplus(neg_logit)).float()
         real = (pos > 0).to(loss.dtype)
-        return (loss * real).sum() / real.sum().clamp(min=1.0)
+        return global_mean((loss * real).sum() / real.sum().clamp(min=1.0), real.sum())
 
 
 def rec_loss(kind: str, n_items: int) -> nn.Module:
