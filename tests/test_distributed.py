@@ -16,6 +16,7 @@ import ddp_step
 import pytest
 import torch
 import torch.multiprocessing as mp
+from inprocess_cli import run_cli, user_error
 
 from adarec import distributed
 from adarec.config import load_config
@@ -119,3 +120,25 @@ def test_torchrun_resume_ends_as_the_run_left_alone(ddp_run: Path, tmp_path: Pat
     b = json.loads((ddp_run / "results.json").read_text())
     assert a["test"] == b["test"]
     shutil.rmtree(cut)
+
+
+def test_a_batch_that_does_not_split_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    out = user_error(run_cli("train", "--output-dir", tmp_path, "--no-progress"),
+                     "does not split over 3 processes")
+    assert "multiple of the number of processes" in out
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("command", ["reproduce", "sweep"])
+def test_commands_that_train_several_runs_refuse_torchrun(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 0.0001, high: 0.01, log: true}\n")
+    args = {"reproduce": ["--preset", "default"],
+            "sweep": ["--preset", "default", "--space", space]}[command]
+    user_error(run_cli(command, *args), "under torchrun only `adarec train`")

@@ -95,8 +95,7 @@ def start(device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
+        dist.init_process_group(backend, timeout=TIMEOUT)
     return device
 
 
