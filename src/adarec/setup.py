@@ -3,7 +3,6 @@ seed, matmul precision, the configured data, the model and its optimiser."""
 
 from __future__ import annotations
 
-import random
 import re
 from typing import NamedTuple
 
@@ -19,6 +18,7 @@ from adarec.data.sequences import Sequences
 from adarec.data.splits import EvalSplit, Splits, build_splits, left_pad
 from adarec.errors import AdarecError
 from adarec.model.build import build_model
+from adarec.state import seed_process
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,13 +39,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
 
-
-def seed_process(seed: int) -> None:
-    """Seed this process's own generators (torch's, NumPy's, Python's): under torchrun
-    each rank draws its own dropout masks, augmentations and noise."""
-    torch.manual_seed(seed % 2**63)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 def configured_sequences(d: DataConfig, data_dir: str | None = None) -> Sequences:

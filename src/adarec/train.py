@@ -54,8 +54,8 @@ from adarec.resume import (
     rewrite_lines,
     save_last,
 )
-from adarec.setup import Run, eval_batch_size, make_optimizer, seed_process, setup_run
-from adarec.state import capture_rng, restore_rng
+from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
+from adarec.state import capture_rank_rng, restore_rank_rng
 
 SELECT_METRIC = "NDCG@20"
 
@@ -370,32 +370,6 @@ def load_best(run: Run, run_dir: Path, best_epoch: int, index: int) -> None:
                           f"epoch {best_epoch}: it was written by an epoch that the "
                           "resumed run did not repeat; train this run again")
     run.model.load_state_dict(best["state_dict"])
-
-
-def capture_rank_rng(generator: torch.Generator) -> dict[str, Any]:
-    """`capture_rng` of this process; under torchrun, with every rank's states in
-    ``ranks`` (rank 0 writes ``last.pt`` for all)."""
-    own = capture_rng(generator)
-    if not distributed.active():
-        return own
-    return {**own, "ranks": distributed.all_objects(own)}
-
-
-def restore_rank_rng(saved: dict[str, Any], generator: torch.Generator, seed: int) -> None:
-    """Restore this process's random states from ``last.pt``'s ``saved``. A run resumed
-    with another number of processes restores the shared batch generator and seeds each
-    process's own generators anew (``seed`` + size + rank); it trains on, not
-    repeating the numbers of the run left alone."""
-    w = distributed.world()
-    ranks = saved.get("ranks", [saved])
-    if len(ranks) == w.size:
-        restore_rng(ranks[w.rank], generator)
-        return
-    warnings.warn(f"last.pt was written by {len(ranks)} process(es), this run has {w.size}: "
-                  "the run goes on, but its random draws differ from the run left alone",
-                  stacklevel=2)
-    restore_rng(ranks[0], generator)
-    seed_process(seed + w.size + w.rank)
 
 
 def diverged(run_dir: Path, what: str, state: Progress) -> Diverged:

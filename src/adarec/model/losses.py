@@ -2,7 +2,9 @@
 
 Both losses score only real (non-padding) target positions. The full-softmax loss ranks the
 target against every real item (padding and spare rows excluded), as the paper states; the
-sampled BCE loss is the original release's: one random negative per position.
+sampled BCE loss is the original release's: one random negative per position. Under
+torchrun each is this process's share of the global batch's mean
+(`adarec.distributed.global_mean`; alone, the plain mean).
 """
 
 from __future__ import annotations
