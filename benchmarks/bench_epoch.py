@@ -8,6 +8,12 @@ Usage (a script, not a test):
 The first ``--warmup`` epochs are run but not timed (allocator, kernel selection, caches);
 the table reports the median of the ``--epochs`` timed ones. Nothing is written to disk
 except the optional ``--json`` file.
+
+Under torchrun (docs/distributed.md) the same script times N processes training one model,
+each on its share of every batch and of the validation users, exactly as `adarec train`
+does; rank 0 prints, and the throughput counts the whole epoch's sequences:
+
+    torchrun --standalone --nproc_per_node 2 benchmarks/bench_epoch.py --preset sasrec-beauty ...
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import Any
 import torch
 from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
 
+from adarec import distributed
 from adarec.errors import AdarecError
-from adarec.evaluate import evaluate
+from adarec.evaluate import sharded_rank_masks, summaries
 from adarec.setup import eval_batch_size, make_optimizer
 from adarec.train import commit_id, loss_function, negatives_high, train_epoch
 
@@ -71,6 +78,15 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def evaluate(score_fn: Any, valid: Any, n_items: int, *, history_mask: str,
+             batch_size: int) -> dict[str, dict[str, float]]:
+    """`adarec.evaluate.evaluate`, each process ranking its share under torchrun (as
+    `adarec.train` validates)."""
+    ranks = sharded_rank_masks(score_fn, valid, n_items, history_masks=(history_mask,),
+                               batch_size=batch_size)
+    return summaries(ranks[history_mask], valid)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     config, device, autocast, splits, info, model = prepare_run(args)
     t, r = config.train, config.runtime
@@ -91,7 +107,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _sync(device)
     t_prep = time.perf_counter()
     for member in members:
-        member.before_training(train.inputs, t.seed)  # ELCRec: k-means on the centres
+        # ELCRec: k-means on the centres (on rank 0 over every process's share).
+        member.before_training(distributed.shard(train.inputs), t.seed)
     _sync(device)
     prep_s = time.perf_counter() - t_prep
     optimizers = [make_optimizer(m, t, device) for m in members]
@@ -126,9 +143,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if timed:
             train_s.append(t1 - t0)
             valid_s.append(t2 - t1)
-        print(f"epoch {epoch + 1}{'' if timed else ' (warm-up)'}: train {t1 - t0:.2f} s, "
-              f"valid {t2 - t1:.2f} s, loss {losses['total']:.4f}, "
-              f"valid NDCG@20 {metrics['all']['NDCG@20']:.4f}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"epoch {epoch + 1}{'' if timed else ' (warm-up)'}: train {t1 - t0:.2f} s, "
+                  f"valid {t2 - t1:.2f} s, loss {losses['total']:.4f}, "
+                  f"valid NDCG@20 {metrics['all']['NDCG@20']:.4f}", file=sys.stderr)
     total = time.perf_counter() - total_start
     valid_by_batch = {}
     for size in args.eval_batch_sizes:
@@ -170,6 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_memory_mib": _peak_memory_mib(device),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "peak RSS",
         "torch_threads": torch.get_num_threads(),
+        "processes": distributed.world().size,
         "warmup_epochs": args.warmup,
         "timed_epochs": args.epochs,
         "train_s_all": train_s,
@@ -205,6 +224,7 @@ def table(r: dict[str, Any]) -> str:
         ("train sequences/s", f"{r['train_sequences_per_s']:,.0f}"),
         (f"peak memory MiB ({r['peak_memory_kind']})", f"{r['peak_memory_mib']:,.0f}"),
         ("torch threads", str(r["torch_threads"])),
+        ("processes (torchrun)", str(r["processes"])),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -217,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     except AdarecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    finally:
+        distributed.stop()
+    if distributed.launched().rank == 0:
+        print(table(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -3,7 +3,8 @@
 #   A (alone on the GPU): environment; tests/test_cuda.py; epoch benchmarks of the fast path
 #     and of the fp32 path (validation curves side by side) for sasrec/elcrec/adarec/release
 #     (the Beauty presets unless SUFFIX says otherwise), a profile of adarec and release steps
-#     (kernel time, kernels per step), CUDA graphs through torch.compile;
+#     (kernel time, kernels per step), CUDA graphs through torch.compile; torchrun (DDP)
+#     over the node's GPUs against one process;
 #   B (what time is left): `adarec reproduce`: adarec-$SUFFIX in the background with
 #     most of the time, and release / sasrec / elcrec / adarec short5 one after the other
 #     beside it (their epoch times are then shared-GPU times; the benchmarks of A are not).
@@ -11,7 +12,7 @@
 #
 # Usage, from the repository root on the GPU machine (the dataset file and SHA256SUMS in
 # DATA_DIR):
-#   BUDGET_S=540 DATA_DIR=.gpu/data OUT=/some/dir [SUFFIX=toys] [BENCH=0] [GRAPHS=0] \
+#   BUDGET_S=540 DATA_DIR=.gpu/data OUT=/some/dir [SUFFIX=toys] [BENCH=0] [GRAPHS=0] [DDP=0] \
 #     bash benchmarks/gpu_check.sh
 # Output: $OUT/summary.txt (the step log) and $OUT/gpu.tar.gz (logs/, results/Beauty/).
 set -u
@@ -88,6 +89,21 @@ TAIL=40 step profile-adarec 60 "$PY" benchmarks/profile_step.py --preset adarec-
 TAIL=40 step profile-release 60 "$PY" benchmarks/profile_step.py --preset release-$SUFFIX \
   --device "$DEVICE" --steps 5 --rows 25 ${EXTRA[@]+"${EXTRA[@]}"}
 bench elcrec-fast 45 elcrec-$SUFFIX 1 3
+# torchrun over this node's GPUs (docs/distributed.md; DDP=0 skips): NCCL end to end with
+# `adarec train`, then the epoch benchmark of 1 process (sasrec-fast, adarec-fast above)
+# against one process per GPU on the same global batch. With one GPU, what DDP costs.
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
+if [[ "${DDP:-1}" == 1 && "$DEVICE" == cuda && "$NGPU" -ge 1 ]]; then
+  TORCHRUN=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$NGPU")
+  step ddp-train-nccl 60 "${TORCHRUN[@]}" -m adarec train --device cuda --max-epochs 2 \
+    --no-progress --output-dir "$WORK/runs"
+  step bench-sasrec-ddp$NGPU 60 "${TORCHRUN[@]}" benchmarks/bench_epoch.py \
+    --preset sasrec-$SUFFIX --device cuda --warmup 1 --epochs 6 \
+    --json "$WORK/bench/sasrec-ddp$NGPU.json" ${EXTRA[@]+"${EXTRA[@]}"}
+  step bench-adarec-ddp$NGPU 80 "${TORCHRUN[@]}" benchmarks/bench_epoch.py \
+    --preset adarec-$SUFFIX --device cuda --warmup 1 --epochs 3 \
+    --json "$WORK/bench/adarec-ddp$NGPU.json" ${EXTRA[@]+"${EXTRA[@]}"}
+fi
 bench sasrec-fp32 40 sasrec-$SUFFIX 1 6 --set runtime.precision=fp32
 bench adarec-fp32 70 adarec-$SUFFIX 1 2 --set runtime.precision=fp32
 fi  # BENCH

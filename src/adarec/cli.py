@@ -42,6 +42,15 @@ def _metrics_table(columns: dict[str, dict[str, float]]) -> str:
     return _table(rows)
 
 
+def _one_process(command: str) -> None:
+    """Refuse a command that trains several runs from being launched by torchrun."""
+    from adarec.distributed import launched
+
+    if launched().size > 1:
+        raise AdarecError(f"adarec {command} runs in one process; under torchrun only "
+                          "`adarec train` trains (docs/distributed.md)")
+
+
 def _command_line() -> str:
     """How this command was typed, as ``adarec ...`` (also under ``python -m adarec``)."""
     return shlex.join(["adarec", *sys.argv[1:]])
@@ -109,9 +118,13 @@ def train(
 
 
 def _report_run(run_dir: Path, results: dict, cfg) -> None:
-    """What `train` prints after a run: its folder, stop, test metrics, how to go on."""
+    """What `train` prints after a run: its folder, stop, test metrics, how to go on (under
+    torchrun, rank 0 alone prints)."""
+    from adarec.distributed import launched
     from adarec.resume import resume_command
 
+    if launched().rank != 0:
+        return
     typer.echo(f"run directory: {run_dir}")
     stops = results["stop_reason"]
     stops = ", ".join(stops) if isinstance(stops, list) else stops
@@ -164,6 +177,7 @@ def reproduce(
     from adarec.inputs import absolute
     from adarec.reproduce import reproduce as run_all
 
+    _one_process("reproduce")
     overrides = list(set_ or [])
     named = {"data.shorten_seq_to": shorten_seq_to, "data.data_dir": absolute(data_dir),
              "runtime.device": device, "train.max_minutes": max_minutes}
@@ -361,6 +375,7 @@ def sweep(
     from adarec.sweep import read_space
     from adarec.sweep import sweep as run_sweep
 
+    _one_process("sweep")
     name = study or preset
     result = run_sweep(preset, read_space(space), trials=trials, storage=storage,
                        study_name=name, overrides=list(set_ or []), runs_dir=runs_dir / name,

@@ -5,6 +5,8 @@ stops at once. On a GPU a per-step check would make the host wait for the device
 step, so the first bad step is tracked on the device (one tiny ``where`` per step, no
 sync) and read once, with the epoch's summed losses; the whole epoch is then rejected:
 nothing of it is validated, logged or saved, and ``last.pt`` stays at the epoch before.
+Under torchrun every process watches that way, and at the end of the epoch they agree on
+the first bad step of any of them, so all stop together (none waits for the others).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 
 import torch
 
+from adarec import distributed
 from adarec.errors import AdarecError
 
 
@@ -32,7 +35,7 @@ class FiniteWatch:
     """Watches one epoch's step losses for NaN or infinity (see the module docstring)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.eager = device.type == "cpu"
+        self.eager = device.type == "cpu" and not distributed.active()
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         self.bad_value = torch.zeros((), dtype=torch.float32, device=device)
 
@@ -48,10 +51,14 @@ class FiniteWatch:
         self.bad_value = torch.where(new, loss.detach().float(), self.bad_value)
 
     def check(self) -> None:
-        """At the end of the epoch: raise `NonFiniteLoss` for the first bad step, if any."""
-        step = int(self.first_bad)
-        if step >= 0:
-            raise NonFiniteLoss(step, float(self.bad_value))
+        """At the end of the epoch: raise `NonFiniteLoss` for the first bad step, if any (of
+        any process under torchrun, the same on all)."""
+        seen = [(int(self.first_bad), float(self.bad_value))]
+        if distributed.active():
+            seen = distributed.all_objects(seen[0])
+        bad = sorted((step, value) for step, value in seen if step >= 0)
+        if bad:
+            raise NonFiniteLoss(*bad[0])
 
 
 def weights_finite(model: torch.nn.Module) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from adarec import distributed
 from adarec.data.splits import EvalSplit, trim_left
 from adarec.metrics import summarize
 
@@ -174,6 +175,20 @@ def rank_masks(
                                                 ties))
     return {mask: torch.cat(p) if p else torch.zeros(0, dtype=torch.int64)
             for mask, p in parts.items()}
+
+
+def sharded_rank_masks(
+    score_fn: ScoreFn, split: EvalSplit, n_items: int, **options: object,
+) -> dict[str, torch.Tensor]:
+    """`rank_masks` of all of ``split``; under torchrun each process ranks its contiguous
+    share of the rows (in batches of ``batch_size``) and the ranks are gathered, in the
+    split's order, on every process, so all compute the same metrics. Alone: `rank_masks`."""
+    if not distributed.active():
+        return rank_masks(score_fn, split, n_items, **options)
+    lo, hi = distributed.shard_bounds(len(split))
+    rows = torch.arange(lo, hi, device=split.inputs.device)
+    ranks = rank_masks(score_fn, split.take(rows), n_items, **options)
+    return {mask: distributed.gather_rows(r) for mask, r in ranks.items()}
 
 
 def summaries(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adarec import distributed
 from adarec.config import DataConfig, RunConfig, RuntimeConfig, TrainConfig
 from adarec.data.checks import check_same_data
 from adarec.data.load import DataInfo, load_sequences, make_splits
@@ -17,6 +18,7 @@ from adarec.data.sequences import Sequences
 from adarec.data.splits import EvalSplit, Splits, build_splits, left_pad
 from adarec.errors import AdarecError
 from adarec.model.build import build_model
+from adarec.state import seed_process
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,6 +38,7 @@ def seed_everything(seed: int) -> None:
         raise AdarecError(f"train.seed must be in 0..2**63-1; got {seed}")
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
 
 
 def configured_sequences(d: DataConfig, data_dir: str | None = None) -> Sequences:
@@ -93,14 +96,25 @@ class Run(NamedTuple):
 def setup_run(config: RunConfig) -> Run:
     """Seed, pick the device and matmul precision, load the data and build the model.
 
-    Every optimiser is made later, one per training stage (`make_optimizer`).
+    Under torchrun this joins the process group (`adarec.distributed.start`; the device is
+    then this process's GPU), checks that the batch splits evenly over the processes, and
+    after building the same model everywhere seeds each process's generators with
+    ``seed + rank``. Every optimiser is made later, one per training stage
+    (`make_optimizer`).
     """
-    r = config.runtime
-    seed_everything(config.train.seed)
-    device = resolve_device(r.device)
+    r, t = config.runtime, config.train
+    seed_everything(t.seed)
+    world = distributed.launched()
+    if t.batch_size % world.size:
+        raise AdarecError(f"train.batch_size {t.batch_size} does not split over "
+                          f"{world.size} processes: under torchrun the batch size is the "
+                          "global batch, and must be a multiple of the number of processes")
+    device = distributed.start(resolve_device(r.device))
     set_matmul_precision(r.precision)
     splits, info = prepare_data(config)
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
+    if world.size > 1:
+        seed_process(t.seed + world.rank)
     return Run(config, device, autocast_dtype(r.precision, device), splits, info, model)
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from adarec import distributed
 from adarec.checkpoint import load_checkpoint, save_checkpoint
 from adarec.config import RunConfig, save_config
 from adarec.data.load import DataInfo
@@ -29,7 +30,13 @@ from adarec.data.negatives import sample_negatives
 from adarec.data.splits import TrainSplit, trim_left
 from adarec.divergence import Diverged, FiniteWatch, NonFiniteLoss, weights_finite
 from adarec.errors import AdarecError
-from adarec.evaluate import evaluate, item_counts, popularity_score_fn, rank_masks, summaries
+from adarec.evaluate import (
+    evaluate,
+    item_counts,
+    popularity_score_fn,
+    sharded_rank_masks,
+    summaries,
+)
 from adarec.inputs import make_run_dir, mark_complete
 from adarec.model.interface import Batch, Stage
 from adarec.model.losses import LossOutput
@@ -48,7 +55,7 @@ from adarec.resume import (
     save_last,
 )
 from adarec.setup import Run, eval_batch_size, make_optimizer, setup_run
-from adarec.state import capture_rng, restore_rng
+from adarec.state import capture_rank_rng, restore_rank_rng
 
 SELECT_METRIC = "NDCG@20"
 
@@ -63,11 +70,13 @@ DYNAMO_CONFIG = {"allow_rnn": True}
 
 
 def loss_function(model: nn.Module, *, compile: bool = False, mode: str = "default") -> LossFn:
-    """``model.loss``, or a compiled version of it (``torch.compile`` ``mode``) that falls
-    back to eager on failure."""
+    """``model.loss`` (under torchrun, through DistributedDataParallel:
+    `adarec.distributed.loss_step`), or a compiled version of it (``torch.compile``
+    ``mode``) that falls back to eager on failure."""
+    step = distributed.loss_step(model)
     if not compile:
-        return model.loss
-    compiled = torch.compile(model.loss, mode=mode)
+        return step
+    compiled = torch.compile(step, mode=mode)
     state = {"fn": compiled}
 
     def call(batch: Batch) -> LossOutput:
@@ -80,7 +89,7 @@ def loss_function(model: nn.Module, *, compile: bool = False, mode: str = "defau
             except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
                               "training continues in eager mode", stacklevel=2)
-                state["fn"] = model.loss
+                state["fn"] = step
         return state["fn"](batch)
 
     return call
@@ -118,11 +127,23 @@ def negatives_high(config: RunConfig, info: DataInfo) -> int | None:
 
 def make_batch(
     train: TrainSplit, rows: torch.Tensor, negatives: torch.Tensor | None = None,
-    trim: bool = False,
+    trim: bool = False, world: distributed.World | None = None,
 ) -> Batch:
-    """The training `Batch` of ``rows``; ``trim`` drops its all-padding columns (CPU)."""
+    """The training `Batch` of ``rows``; ``trim`` drops its all-padding columns (CPU).
+
+    Under torchrun (``world`` of several processes) ``rows`` is the global batch and the
+    `Batch` holds this process's contiguous share of it (`adarec.distributed.shard_bounds`),
+    cut to the width of the global batch, so that all processes' rows line up."""
+    width = None
+    if world is not None and world.size > 1:
+        if trim:
+            width = trim_left(train.inputs[rows])[0].shape[1]
+        lo, hi = distributed.shard_bounds(len(rows), world)
+        rows, trim = rows[lo:hi], False
     inputs, targets = train.inputs[rows], train.targets[rows]
     aligned = () if negatives is None else (negatives[rows],)
+    if width is not None:
+        inputs, targets, *aligned = (x[:, -width:] for x in (inputs, targets, *aligned))
     if trim:
         inputs, targets, *aligned = trim_left(inputs, targets, *aligned)
     lengths = None if train.lengths is None else train.lengths[rows]
@@ -145,13 +166,21 @@ def train_epoch(
     forward pass and losses in that dtype (bf16 on a GPU by default); ``loss_fn`` replaces
     ``model.loss`` (e.g. by a compiled version). With ``negatives_high`` the epoch's
     negatives are drawn first, outside each user's whole sequence (`negatives_high`).
+
+    Under torchrun every process draws the same global batches and negatives (``generator``
+    is seeded alike everywhere), trains on its share of each batch (`make_batch`) and
+    skips a last batch of fewer rows than processes; the returned means are the
+    processes' averages, i.e. the global batch's losses (docs/distributed.md).
     """
     model.train()
     device = train.inputs.device
     trim = device.type == "cpu"
     loss_fn = loss_fn or model.loss
+    world = distributed.world()
     lengths = (train.inputs > 0).sum(1) if by_length else None
     batches = batch_rows(len(train), batch_size, generator, lengths=lengths)
+    if world.size > 1:
+        batches = [rows for rows in batches if len(rows) >= world.size]
     negatives = (None if negatives_high is None else
                  sample_negatives(train.seen, train.users, train.targets, negatives_high,
                                   generator))
@@ -159,7 +188,7 @@ def train_epoch(
     watch = FiniteWatch(device)  # a NaN/inf loss raises NonFiniteLoss (docs/resume.md)
     for step, rows in enumerate(tqdm(batches, desc="train", leave=False, disable=not progress),
                                 start=1):
-        batch = make_batch(train, rows, negatives, trim)
+        batch = make_batch(train, rows, negatives, trim, world)
         with torch.autocast(device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
             out = loss_fn(batch)
@@ -170,6 +199,9 @@ def train_epoch(
         for name, value in {"total": out.total.detach(), **out.parts, **out.stats}.items():
             sums[name] = sums.get(name, 0) + value.detach().float()
     watch.check()
+    if world.size > 1:  # the processes' average: the global batch's values
+        sums = dict(zip(sums, distributed.sum_tensor(torch.stack(list(sums.values())))
+                        / world.size, strict=True))
     return {name: float(value) / len(batches) for name, value in sums.items()}
 
 
@@ -243,14 +275,16 @@ def train_to_early_stop(
     device = run.device
     train, valid = run.splits.train.to(device), run.splits.valid.to(device)
     optimizer = make_optimizer(model, t, device)
-    generator = torch.Generator(device=device).manual_seed(t.seed)
+    generator = torch.Generator(device=device).manual_seed(t.seed)  # the same on all ranks
+    main = distributed.is_main()
     if start is None:
-        model.before_training(train.inputs, t.seed)
+        # Under torchrun each process encodes its share; rank 0 runs k-means on all.
+        model.before_training(distributed.shard(train.inputs), t.seed)
         state = Progress(stage=index, finished=[asdict(s) for s in finished or []])
     else:  # the model's weights were loaded from last.pt by `fit`
         state = start
         optimizer.load_state_dict(state.optimizer)
-        restore_rng(state.rng, generator)
+        restore_rank_rng(state.rng, generator, t.seed)
     if start is None or reopens(state, config):
         state.reason, state.max_minutes = None, t.max_minutes
     loss_fn = loss_function(model, compile=r.compile, mode=r.compile_mode)
@@ -260,20 +294,22 @@ def train_to_early_stop(
     began = time.perf_counter() - state.elapsed
 
     def save_last_state() -> None:
-        state.optimizer, state.rng = optimizer.state_dict(), capture_rng(generator)
+        state.optimizer, state.rng = optimizer.state_dict(), capture_rank_rng(generator)
         state.elapsed = time.perf_counter() - began
-        save_last(run_dir, model=run.model, config=config, info=info, progress=state)
+        if main:
+            save_last(run_dir, model=run.model, config=config, info=info, progress=state)
 
     if start is None:
         save_last_state()  # epoch 0: a kill in the first epoch resumes from here
     first = state.epoch + 1 if state.reason is None else t.max_epochs + 1
-    bar = tqdm(range(first, t.max_epochs + 1), desc=f"epochs{tag}", disable=not progress,
-               initial=first - 1, total=t.max_epochs)
+    bar = tqdm(range(first, t.max_epochs + 1), desc=f"epochs{tag}",
+               disable=not (progress and main), initial=first - 1, total=t.max_epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         try:
             losses = train_epoch(model, optimizer, train, batch_size=t.batch_size,
-                                 generator=generator, progress=progress, autocast=autocast,
+                                 generator=generator, progress=progress and main,
+                                 autocast=autocast,
                                  loss_fn=loss_fn, by_length=by_length,
                                  negatives_high=negatives_high(config, info))
         except NonFiniteLoss as bad:
@@ -284,8 +320,11 @@ def train_to_early_stop(
             raise diverged(run_dir, f"the weights became non-finite in epoch {epoch}{tag}",
                            state)
         model.eval()
-        metrics = evaluate(model.score, valid, info.n_items, history_mask=t.history_mask,
-                           batch_size=eval_batch_size(r, device))
+        # Under torchrun each process ranks its share of the users; all get all ranks.
+        ranks = sharded_rank_masks(model.score, valid, info.n_items,
+                                   history_masks=(t.history_mask,),
+                                   batch_size=eval_batch_size(r, device))
+        metrics = summaries(ranks[t.history_mask], valid)
         t2 = time.perf_counter()
         log = EpochLog(epoch, losses, metrics, t1 - t0, t2 - t1)
         logs.append(log)
@@ -298,10 +337,11 @@ def train_to_early_stop(
         for name, value in metrics["all"].items():
             writer.add_scalar(f"valid{tag}/{name}", value, epoch)
         score = metrics["all"][SELECT_METRIC]
-        if score > state.best:
+        if score > state.best:  # the same metrics, so the same decision, on every rank
             state.best, state.best_epoch = score, epoch
-            save_checkpoint(run_dir / "best.pt", model=run.model, config=config, info=info,
-                            epoch=epoch, metrics=metrics, extra={"stage": index})
+            if main:
+                save_checkpoint(run_dir / "best.pt", model=run.model, config=config,
+                                info=info, epoch=epoch, metrics=metrics, extra={"stage": index})
         bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
                         best=f"{state.best:.4f}@{state.best_epoch}")
         state.epoch, state.logs = epoch, [asdict(x) for x in logs]
@@ -311,16 +351,25 @@ def train_to_early_stop(
             state.reason = "time_limit" if epoch < t.max_epochs else "max_epochs"
         elif epoch == t.max_epochs:
             state.reason = "max_epochs"
+        # Rank 0's clock decides the time limit for all.
+        state.reason = distributed.broadcast_object(state.reason)
         save_last_state()
         if state.reason is not None:
             break
+    distributed.from_main(lambda: load_best(run, run_dir, state.best_epoch, index))
+    distributed.broadcast_module(run.model)  # rank 0's best weights on every rank
+    return Stopped(state.best_epoch, logs, state.reason or "max_epochs")
+
+
+def load_best(run: Run, run_dir: Path, best_epoch: int, index: int) -> None:
+    """Load ``run_dir/best.pt`` into ``run.model``, checking that it holds ``best_epoch``
+    of stage ``index``."""
     best = load_checkpoint(run_dir / "best.pt")
-    if (best["epoch"], best.get("stage", index)) != (state.best_epoch, index):
+    if (best["epoch"], best.get("stage", index)) != (best_epoch, index):
         raise AdarecError(f"{run_dir / 'best.pt'} holds epoch {best['epoch']}, not the best "
-                          f"epoch {state.best_epoch}: it was written by an epoch that the "
+                          f"epoch {best_epoch}: it was written by an epoch that the "
                           "resumed run did not repeat; train this run again")
     run.model.load_state_dict(best["state_dict"])
-    return Stopped(state.best_epoch, logs, state.reason or "max_epochs")
 
 
 def diverged(run_dir: Path, what: str, state: Progress) -> Diverged:
@@ -351,15 +400,18 @@ def train_stages(
         for s in start.finished]
     done = [(stages[i].tag, asdict(log)) for i, s in enumerate(stops) for log in s.logs]
     done += [] if start is None else [(stages[start.stage].tag, log) for log in start.logs]
-    rewrite_lines(run_dir / "metrics.jsonl",
-                  [{**log, **({"member": tag} if tag else {})} for tag, log in done])
+    main = distributed.is_main()  # under torchrun, only rank 0 writes the logs
+    if main:
+        rewrite_lines(run_dir / "metrics.jsonl",
+                      [{**log, **({"member": tag} if tag else {})} for tag, log in done])
     minutes = run.config.train.max_minutes
     share = None if minutes is None else 60.0 * minutes / len(stages)
-    with open(run_dir / "metrics.jsonl", "a") as log_file:
+    with open(run_dir / "metrics.jsonl" if main else os.devnull, "a") as log_file:
         for i in range(len(stops), len(stages)):
             resumed = start if start is not None and start.stage == i else None
-            writer = SummaryWriter(str(run_dir / "tb" / stages[i].tag.strip("/")),
-                                   purge_step=None if resumed is None else resumed.epoch + 1)
+            writer = (SummaryWriter(str(run_dir / "tb" / stages[i].tag.strip("/")),
+                                    purge_step=None if resumed is None else resumed.epoch + 1)
+                      if main else NoWriter())
             try:
                 stops.append(train_to_early_stop(
                     stages[i], run=run, run_dir=run_dir, writer=writer, log_file=log_file,
@@ -368,6 +420,16 @@ def train_stages(
             finally:
                 writer.close()
     return stops
+
+
+class NoWriter:
+    """A TensorBoard writer that writes nothing (the ranks other than 0)."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing."""
+
+    def close(self) -> None:
+        """Nothing."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -415,40 +477,55 @@ def fit(
     that run from its ``last.pt``. Ctrl-C raises `RunInterrupted` once ``results.json``
     says so. ``on_epoch`` is called with every epoch's log (see `train_to_early_stop`).
     Returns the run directory and the results.
+
+    Under torchrun (docs/distributed.md) every process trains its share of each batch;
+    rank 0 alone names and writes the run directory, and the others return the same
+    directory with the same test metrics (without the final pass's measures).
     """
-    run = setup_run(config)
+    run = setup_run(config)  # joins torchrun's process group, if launched by it
+    try:
+        return _fit(run, run_name=run_name, progress=progress, command=command,
+                    resume=resume, on_epoch=on_epoch)
+    finally:
+        distributed.stop()
+
+
+def _fit(
+    run: Run, *, run_name: str | None, progress: bool, command: str | None,
+    resume: Path | None, on_epoch: EpochHook | None,
+) -> tuple[Path, dict[str, Any]]:
+    config = run.config
     device, splits, info, model = run.device, run.splits, run.info, run.model
+    main = distributed.is_main()
     last, start = (None, None) if resume is None else load_last(resume)
     if resume is None:
-        run_dir = new_run_dir(config, run_name)
+        run_dir = distributed.from_main(lambda: new_run_dir(config, run_name))
     else:
         run_dir = resume
         check_same_data(last["data_info"], info, run_dir)
-        remove_stale_temporaries(run_dir)
+        if main:
+            remove_stale_temporaries(run_dir)
         model.load_state_dict(last["state_dict"])
-    save_config(config, run_dir / "config.yaml")
+    if main:
+        save_config(config, run_dir / "config.yaml")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
         stops = train_stages(run, run_dir=run_dir, progress=progress, start=start,
                              on_epoch=on_epoch)
     except KeyboardInterrupt:
+        if not main:
+            raise
         raise interrupted(run_dir, config, info, command) from None
 
     t, r = config.train, config.runtime
     test_split = splits.test.to(device)
     model.eval()
     # Both masking protocols (docs/protocol.md#history-masks): ``test`` is the configured one.
-    test_ranks = rank_masks(model.score, test_split, info.n_items,
-                            batch_size=eval_batch_size(r, device))
+    test_ranks = sharded_rank_masks(model.score, test_split, info.n_items,
+                                    batch_size=eval_batch_size(r, device))
     test_by_mask = {mask: summaries(ranks, test_split) for mask, ranks in test_ranks.items()}
-    # Per-user outcomes and collapse measures for `adarec report` (docs/reports.md).
-    probe = final_pass(model, test_split, batch_size=eval_batch_size(r, device), seed=t.seed)
-    save_outcomes(outcomes_of(test_split, test_ranks, probe.per_user), run_dir / OUTCOMES_FILE)
     test = test_by_mask[t.history_mask]
-    popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
-    popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
-                          batch_size=eval_batch_size(r, device))
     logs = [log for stop in stops for log in stop.logs]
     best_epochs = [s.best_epoch for s in stops]
     best_valid = [s.logs[s.best_epoch - 1].valid for s in stops]
@@ -466,6 +543,17 @@ def fit(
         "valid": per_model(best_valid),
         "test": test,
         "test_by_history_mask": test_by_mask,
+    }
+    if not main:  # rank 0 alone runs the final pass and writes the results
+        distributed.barrier()
+        return run_dir, results
+    # Per-user outcomes and collapse measures for `adarec report` (docs/reports.md).
+    probe = final_pass(model, test_split, batch_size=eval_batch_size(r, device), seed=t.seed)
+    save_outcomes(outcomes_of(test_split, test_ranks, probe.per_user), run_dir / OUTCOMES_FILE)
+    popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
+    popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
+                          batch_size=eval_batch_size(r, device))
+    results.update({
         "popularity_test": popularity,
         "analysis": probe.summary,
         "train_seconds_per_epoch": [round(x.train_seconds, 4) for x in logs],
@@ -475,10 +563,12 @@ def fit(
         "peak_gpu_memory_mib": (round(torch.cuda.max_memory_allocated(device) / 2**20)
                                 if device.type == "cuda" else None),
         "device": _device_name(device),
+        "processes": distributed.world().size,
         "commit": commit_id(),
         "command": command,
         "versions": {"torch": str(torch.__version__)},
-    }
+    })
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     mark_complete(run_dir)
+    distributed.barrier()
     return run_dir, results

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adarec.distributed import gather_rows, global_mean
 from adarec.model.diffusion import Depth, HierarchicalDiffusion, Levels, level_mask
 from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
 from adarec.model.experts import Gate, route, trajectory_contrast
@@ -174,11 +175,14 @@ class ADARec(SequenceModel):
         (`adarec.model.probes`); `loss` weighs them."""
         tr = self.trajectory(batch.inputs)
         depth = tr.depth.argmax(-1)  # (B,) the whole-sequence decision
+        # Under torchrun: means as shares of the global batch's, and the contrast over
+        # every process's users (`adarec.distributed`); alone, the plain values.
         losses = {
             "rec": self.rec_loss(tr.h, batch.targets, self.item_table, batch.inputs),
-            "deno": tr.means["deno"],
-            "cont": trajectory_contrast(tr.pooled, depth, self.cont_temperature),
-            "expl": tr.means["expl"],
+            "deno": global_mean(tr.means["deno"], tr.counts["deno"]),
+            "cont": trajectory_contrast(gather_rows(tr.pooled, dim=1), gather_rows(depth),
+                                        self.cont_temperature),
+            "expl": global_mean(tr.means["expl"], tr.counts["expl"]),
         }
         for part in self.aux.values():
             losses.update(part(self.encode_coarse, batch.inputs, tr.coarse0)._asdict())

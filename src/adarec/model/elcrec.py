@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from adarec.distributed import gather_rows
 from adarec.model.augment import random_augment
 from adarec.model.intents import IntentCentres, IntentLosses, intent_losses, mean_pool, self_dot
 
@@ -60,10 +61,13 @@ class IntentLearning(nn.Module):
                            random_augment(inputs, **self.ratios)])  # (2B, L)
         real = (views > 0).unsqueeze(-1)  # (2B, L, 1)
         out = encode(views) * real  # padding outputs zeroed before fusion and flattening
-        out1, out2 = out[:batch], out[batch:]
-        masks = (views[:batch] > 0, views[batch:] > 0)
+        # Under torchrun the losses read every process's rows (in-batch negatives): the
+        # global batch's losses, identical on every process (`gather_rows`).
+        out1, out2 = gather_rows(out[:batch]), gather_rows(out[batch:])
+        masks = (gather_rows(views[:batch] > 0), gather_rows(views[batch:] > 0))
         return intent_losses(
-            mean_pool(clean_out, inputs > 0), (out1, out2), self.centres, fusion=self.fusion,
+            gather_rows(mean_pool(clean_out, inputs > 0)), (out1, out2), self.centres,
+            fusion=self.fusion,
             temperature=self.temperature, view_masks=masks, assign=self.assign,
             gram=self.gram,
         )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adarec.distributed import broadcast_module, gather_rows, is_main
 from adarec.errors import AdarecError
 
 Fusion = Literal["add", "concat"]
@@ -118,8 +119,11 @@ class IntentCentres(nn.Module):
 
         ELCRec clusters the raw mean-pooled outputs with faiss (20 iterations, 5 random
         restarts) and normalises the centroids; here scikit-learn's k-means++ with
-        ``n_init`` runs, ``max_iter`` iterations and ``random_state=seed``.
+        ``n_init`` runs, ``max_iter`` iterations and ``random_state=seed``. Under torchrun
+        ``reps`` are this process's rows: all processes' rows are gathered in rank order,
+        rank 0 runs k-means once and its centres are copied to the others.
         """
+        reps = gather_rows(reps)
         n_intents, dim = self.centres.shape
         if reps.ndim != 2 or reps.shape[1] != dim:
             raise ValueError(
@@ -130,12 +134,15 @@ class IntentCentres(nn.Module):
                 f"k-means needs at least {n_intents} representations for {n_intents} intent "
                 f"centres, got {reps.shape[0]}; use fewer intents or more training sequences"
             )
-        from sklearn.cluster import KMeans  # imported here: slow, and only needed once per run
+        if is_main():
+            from sklearn.cluster import KMeans  # imported here: slow, needed once per run
 
-        data = reps.detach().to("cpu", torch.float32).numpy()
-        kmeans = KMeans(n_clusters=n_intents, n_init=n_init, max_iter=max_iter, random_state=seed)
-        centroids = torch.from_numpy(kmeans.fit(data).cluster_centers_).to(self.centres)
-        self.centres.copy_(F.normalize(centroids, dim=-1))
+            data = reps.detach().to("cpu", torch.float32).numpy()
+            kmeans = KMeans(n_clusters=n_intents, n_init=n_init, max_iter=max_iter,
+                            random_state=seed)
+            centroids = torch.from_numpy(kmeans.fit(data).cluster_centers_).to(self.centres)
+            self.centres.copy_(F.normalize(centroids, dim=-1))
+        broadcast_module(self)  # rank 0's centres everywhere (nothing to do alone)
 
     def nearest(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest centre of each vector of ``x`` (..., D): indices (...) and centres (..., D).

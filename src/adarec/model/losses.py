@@ -2,7 +2,9 @@
 
 Both losses score only real (non-padding) target positions. The full-softmax loss ranks the
 target against every real item (padding and spare rows excluded), as the paper states; the
-sampled BCE loss is the original release's: one random negative per position.
+sampled BCE loss is the original release's: one random negative per position. Under
+torchrun each is this process's share of the global batch's mean
+(`adarec.distributed.global_mean`; alone, the plain mean).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from adarec.distributed import global_mean
 
 
 class LossOutput(NamedTuple):
@@ -78,7 +82,8 @@ class FullSoftmaxCE(nn.Module):
         # Scores of real items only (column j: item j + 1), so the padding row and spare
         # rows need no masking: no (M, C) mask to fill, copy and back-propagate.
         logits = h @ items[1 : self.n_items + 1].T  # (M, n_items)
-        return F.cross_entropy(logits.float(), y - 1, ignore_index=-1)
+        # Under torchrun, this process's share of the global batch's mean.
+        return global_mean(F.cross_entropy(logits.float(), y - 1, ignore_index=-1), (y > 0).sum())
 
 
 class SampledBCE(nn.Module):
@@ -117,7 +122,7 @@ class SampledBCE(nn.Module):
         neg_logit = (h * items[neg]).sum(-1)
         loss = (F.softplus(-pos_logit) + F.softplus(neg_logit)).float()
         real = (pos > 0).to(loss.dtype)
-        return (loss * real).sum() / real.sum().clamp(min=1.0)
+        return global_mean((loss * real).sum() / real.sum().clamp(min=1.0), real.sum())
 
 
 def rec_loss(kind: str, n_items: int) -> nn.Module:

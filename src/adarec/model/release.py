@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from adarec.distributed import gather_rows, global_mean
 from adarec.model.augment import random_augment
 from adarec.model.diffusion import roll_rows, run_gru
 from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
@@ -206,17 +207,22 @@ class ReleaseMember(SequenceModel):
         pooled = mean_pool(passes[-1], view_real)  # (2B, D)
         clean_pooled = mean_pool(clean, real)
         index, intent = self.centres.nearest(clean_pooled.detach())
+        # Under torchrun (`adarec.distributed`): means as shares of the global batch's, and
+        # the in-batch losses over every process's rows (`gather_rows`; alone: identities).
+        index, intent, g = gather_rows(index), gather_rows(intent), gather_rows
         losses = {
             "rec": self.rec_loss(clean, batch.targets, self.item_table, inputs,
                                  batch.negatives),
             "rec_noised": self.rec_loss(noisy, batch.targets, self.item_table, inputs,
                                         batch.negatives),
-            "consistency": consistency_loss(noisy, clean.detach(), real),
-            "expl": (w * w.clamp(min=1e-12).log()).sum(-1).mean(),  # -H
-            "instance": info_nce(*flat.split(b), self.temperature, gram=self.gram),
-            "cluster": cluster_loss(clean_pooled.detach(), self.centres.centres),
+            "consistency": global_mean(consistency_loss(noisy, clean.detach(), real),
+                                       real.sum()),
+            "expl": global_mean((w * w.clamp(min=1e-12).log()).sum(-1).mean(), b),  # -H
+            "instance": info_nce(*(g(x) for x in flat.split(b)), self.temperature,
+                                 gram=self.gram),
+            "cluster": cluster_loss(g(clean_pooled.detach()), self.centres.centres),
             # Same-intent pairs are not negatives (the release's PCLoss with intent_ids).
-            "intent": sum(info_nce(p, intent, self.temperature, groups=index)
+            "intent": sum(info_nce(g(p), intent, self.temperature, groups=index)
                           for p in pooled.split(b)) / 2,
         }
         return weigh(losses, self.loss_weights)

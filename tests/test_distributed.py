@@ -1,0 +1,144 @@
+"""Training under torchrun (docs/distributed.md), on the CPU with gloo: two processes give the
+gradients of one process on the same global batch; `adarec train` under torchrun writes one
+run close to the single-process run, and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import ddp_step
+import pytest
+import torch
+import torch.multiprocessing as mp
+from inprocess_cli import run_cli, user_error
+
+from adarec import distributed
+from adarec.config import load_config
+from adarec.train import fit
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="this PyTorch has no torch.distributed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_grads(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("ddp") / "grads.pt"
+    mp.spawn(ddp_step.worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("name", list(ddp_step.CASES))
+def test_two_processes_give_the_global_batch_gradient(
+    name: str, two_process_grads: dict, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    ddp_step.fix_randomness(monkeypatch.setattr)
+    alone = ddp_step.step_gradients(name)
+    total = alone.pop("_real_targets")
+    got = two_process_grads[name]
+    counts = got["counts"]
+    # The shares differ in size, so a plain average of the two local means would be wrong.
+    assert sum(counts) == float(total) and counts[0] != counts[1]
+    assert set(got["grads"]) == set(alone)
+    flat = torch.cat([g.flatten() for g in alone.values()])
+    both = torch.cat([got["grads"][n].flatten() for n in alone])
+    assert (both - flat).norm() <= 1e-5 * flat.norm()  # the whole gradient
+    for param, want in alone.items():  # and each parameter's (1e-8: float noise, ADARec's
+        diff = (got["grads"][param] - want).norm()  # router starts near 1e-10)
+        assert diff <= 1e-5 * want.norm() + 1e-8, (param, float(diff), float(want.norm()))
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(distributed.__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "adarec", "train", "--no-progress", *args]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def lines(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    done = torchrun("--max-epochs", "3", "--output-dir", str(out), cwd=out)
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # one run directory, not two
+    assert done.stdout.count("run directory:") == 1  # rank 0 alone reports
+    return run_dir
+
+
+def test_torchrun_train_writes_one_run_close_to_one_process(
+    ddp_run: Path, tmp_path: Path,
+) -> None:
+    names = {p.name for p in ddp_run.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "best.pt", "last.pt", "results.json",
+            "outcomes.npz", "tb"} <= names
+    assert "INCOMPLETE" not in names and not any(n.endswith(".tmp") for n in names)
+    results = json.loads((ddp_run / "results.json").read_text())
+    assert results["processes"] == 2 and results["epochs_run"] == 3
+    assert [x["epoch"] for x in lines(ddp_run)] == [1, 2, 3]
+    config = load_config("default", overrides=["train.max_epochs=3",
+                                               f"output_dir={tmp_path}"])
+    alone_dir, alone = fit(config, progress=False)
+    # Different dropout draws per process: close, not equal.
+    for metric in ("NDCG@20", "HR@20"):
+        assert abs(results["test"]["all"][metric] - alone["test"]["all"][metric]) < 0.02
+    assert results["test"]["all"]["users"] == alone["test"]["all"]["users"]
+    for ours, theirs in zip(lines(ddp_run), lines(alone_dir), strict=True):
+        assert abs(ours["losses"]["total"] - theirs["losses"]["total"]) < 0.02 * theirs[
+            "losses"]["total"]
+
+
+def test_torchrun_resume_ends_as_the_run_left_alone(ddp_run: Path, tmp_path: Path) -> None:
+    torchrun("--max-epochs", "2", "--output-dir", str(tmp_path), "--run-name", "cut",
+             cwd=tmp_path)
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "results.json").read_text())["stop_reason"] == "max_epochs"
+    torchrun("--resume", str(cut), "--max-epochs", "3", cwd=tmp_path)
+    assert lines(cut) == [{**x, "train_seconds": y["train_seconds"],
+                           "valid_seconds": y["valid_seconds"]}
+                          for x, y in zip(lines(ddp_run), lines(cut), strict=True)]
+    a = json.loads((cut / "results.json").read_text())
+    b = json.loads((ddp_run / "results.json").read_text())
+    assert a["test"] == b["test"]
+    shutil.rmtree(cut)
+
+
+def test_a_batch_that_does_not_split_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    out = user_error(run_cli("train", "--output-dir", tmp_path, "--no-progress"),
+                     "does not split over 3 processes")
+    assert "multiple of the number of processes" in out
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("command", ["reproduce", "sweep"])
+def test_commands_that_train_several_runs_refuse_torchrun(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 0.0001, high: 0.01, log: true}\n")
+    args = {"reproduce": ["--preset", "default"],
+            "sweep": ["--preset", "default", "--space", space]}[command]
+    user_error(run_cli(command, *args), "under torchrun only `adarec train`")
