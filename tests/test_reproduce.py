@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from adarec.cli import app
+from adarec.errors import AdarecError
 from adarec.paper import paper_row
 from adarec.reproduce import table_rows
 
@@ -47,6 +48,22 @@ def test_tag_names_the_runs(tmp_path):
     assert result.exit_code == 0, result.output
     r = json.loads((tmp_path / "results/synthetic/default-short5-seed1.json").read_text())
     assert r["config"]["data"]["shorten_seq_to"] == 5
+
+
+def test_a_sparse_run_without_a_tag_gets_its_own_name_and_never_takes_a_full_runs_results(
+        tmp_path):
+    sparse = _invoke(tmp_path, "--shorten-seq-to", "5")
+    assert sparse.exit_code == 0, sparse.output
+    folder = tmp_path / "results/synthetic"
+    assert json.loads((folder / "default-short5-seed1.json").read_text())["name"] == \
+        "default-short5-seed1"
+    assert not (folder / "default-seed1.json").exists()
+    # A results file of another protocol under the asked name is refused, not taken.
+    (folder / "default-seed1.json").write_text((folder / "default-short5-seed1.json").read_text())
+    full = _invoke(tmp_path)  # in-process, the error reaches `adarec.cli.main` (exit 2)
+    assert isinstance(full.exception, AdarecError)
+    assert "data.shorten_seq_to=5, not None" in str(full.exception)
+    assert "--tag" in str(full.exception)
 
 
 def test_paper_rows_follow_model_and_protocol():

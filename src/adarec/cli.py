@@ -161,7 +161,8 @@ def _apply_named(cfg, named: dict[str, object]):
 def reproduce(
     preset: Annotated[list[str], Opt("--preset", help="Preset to run (repeatable).")],
     seeds: Annotated[list[int] | None, Opt("--seed", help="Seed (repeatable; default 1).")] = None,
-    tag: Annotated[str | None, Opt(help="Suffix of the run names, e.g. short5.")] = None,
+    tag: Annotated[str | None, Opt(help="Suffix of the run names (default with "
+                                   "--shorten-seq-to K: shortK).")] = None,
     shorten_seq_to: Annotated[int | None, Opt(help="Sparse protocol: keep last K.")] = None,
     data_dir: Annotated[Path | None, Opt(help="Directory holding benchmark files.")] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,

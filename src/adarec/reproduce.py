@@ -33,6 +33,29 @@ def run_name(preset: str, tag: str | None, seed: int) -> str:
     return f"{preset}{'-' + tag if tag else ''}-seed{seed}"
 
 
+def default_tag(config: RunConfig, tag: str | None) -> str | None:
+    """``tag``, or ``short{K}`` for the sparse protocol when none is given, so that a sparse
+    run and a full one of the same preset never share a name (and a results file)."""
+    k = config.data.shorten_seq_to
+    return tag if tag is not None or k is None else f"short{k}"
+
+
+def check_same_protocol(target: Path, config: RunConfig) -> None:
+    """Refuse to take ``target`` (an existing results file) for ``config`` when it holds
+    another dataset or protocol: the two runs would share one name."""
+    try:
+        saved = json.loads(target.read_text())["config"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise AdarecError(f"{target} exists but cannot be read as a results file; move it "
+                          "away or use --force") from None
+    asked = config.data
+    for key, value in (("dataset", asked.dataset), ("shorten_seq_to", asked.shorten_seq_to)):
+        if saved.get(key) != value:
+            raise AdarecError(
+                f"{target} holds a run with data.{key}={saved.get(key)}, not {value}: give "
+                "this run its own name with --tag, or use --force to replace it")
+
+
 def reproduce(
     presets: Iterable[str], seeds: Iterable[int], *, overrides: list[str], tag: str | None,
     results_root: Path, runs_dir: Path, force: bool = False, command: str | None = None,
@@ -46,9 +69,10 @@ def reproduce(
                 *overrides, f"train.seed={seed}", f"output_dir={runs_dir}"])
             folder = results_root / config.data.dataset
             folder.mkdir(parents=True, exist_ok=True)
-            name = run_name(preset, tag, seed)
+            name = run_name(preset, default_tag(config, tag), seed)
             target = folder / f"{name}.json"
             if target.is_file() and not force:
+                check_same_protocol(target, config)
                 echo(f"{name}: {target} exists, skipped (use --force to run again)")
             else:
                 run_dir, results = _train_or_resume(config, name, runs_dir, force=force,
