@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from adarec import distributed
 from adarec.checkpoint import load_checkpoint, save_checkpoint
-from adarec.config import RunConfig, save_config
+from adarec.config import RunConfig, TrainConfig, save_config
 from adarec.data.load import DataInfo
 from adarec.data.negatives import sample_negatives
-from adarec.data.splits import TrainSplit, trim_left
+from adarec.data.splits import EvalSplit, TrainSplit, trim_left
 from adarec.divergence import Diverged, FiniteWatch, NonFiniteLoss, weights_finite
 from adarec.errors import AdarecError
 from adarec.evaluate import (
@@ -277,16 +277,8 @@ def train_to_early_stop(
     optimizer = make_optimizer(model, t, device)
     generator = torch.Generator(device=device).manual_seed(t.seed)  # the same on all ranks
     main = distributed.is_main()
-    if start is None:
-        # Under torchrun each process encodes its share; rank 0 runs k-means on all.
-        model.before_training(distributed.shard(train.inputs), t.seed)
-        state = Progress(stage=index, finished=[asdict(s) for s in finished or []])
-    else:  # the model's weights were loaded from last.pt by `fit`
-        state = start
-        optimizer.load_state_dict(state.optimizer)
-        restore_rank_rng(state.rng, generator, t.seed)
-    if start is None or reopens(state, config):
-        state.reason, state.max_minutes = None, t.max_minutes
+    state = begin_stage(model, train, optimizer, generator, config, index=index,
+                        finished=finished, start=start)
     loss_fn = loss_function(model, compile=r.compile, mode=r.compile_mode)
     autocast = run.autocast
     by_length = t.batching == "by_length"
@@ -319,23 +311,13 @@ def train_to_early_stop(
         if not weights_finite(model):
             raise diverged(run_dir, f"the weights became non-finite in epoch {epoch}{tag}",
                            state)
-        model.eval()
-        # Under torchrun each process ranks its share of the users; all get all ranks.
-        ranks = sharded_rank_masks(model.score, valid, info.n_items,
-                                   history_masks=(t.history_mask,),
-                                   batch_size=eval_batch_size(r, device))
-        metrics = summaries(ranks[t.history_mask], valid)
+        metrics = validate(model, valid, config, info, device)
         t2 = time.perf_counter()
         log = EpochLog(epoch, losses, metrics, t1 - t0, t2 - t1)
         logs.append(log)
-        log_file.write(json.dumps({**asdict(log), **({"member": tag} if tag else {})}) + "\n")
-        log_file.flush()
+        record_epoch(log, tag=tag, log_file=log_file, writer=writer)
         if on_epoch is not None:
             on_epoch(log)
-        for name, value in losses.items():
-            writer.add_scalar(f"loss{tag}/{name}", value, epoch)
-        for name, value in metrics["all"].items():
-            writer.add_scalar(f"valid{tag}/{name}", value, epoch)
         score = metrics["all"][SELECT_METRIC]
         if score > state.best:  # the same metrics, so the same decision, on every rank
             state.best, state.best_epoch = score, epoch
@@ -345,20 +327,68 @@ def train_to_early_stop(
         bar.set_postfix(loss=f"{losses['total']:.4f}", ndcg20=f"{score:.4f}",
                         best=f"{state.best:.4f}@{state.best_epoch}")
         state.epoch, state.logs = epoch, [asdict(x) for x in logs]
-        if epoch - state.best_epoch >= t.patience:
-            state.reason = "patience"
-        elif budget is not None and time.perf_counter() + (t2 - t0) > began + budget:
-            state.reason = "time_limit" if epoch < t.max_epochs else "max_epochs"
-        elif epoch == t.max_epochs:
-            state.reason = "max_epochs"
+        over = budget is not None and time.perf_counter() + (t2 - t0) > began + budget
         # Rank 0's clock decides the time limit for all.
-        state.reason = distributed.broadcast_object(state.reason)
+        state.reason = distributed.broadcast_object(stop_reason(state, t, over_budget=over))
         save_last_state()
         if state.reason is not None:
             break
     distributed.from_main(lambda: load_best(run, run_dir, state.best_epoch, index))
     distributed.broadcast_module(run.model)  # rank 0's best weights on every rank
     return Stopped(state.best_epoch, logs, state.reason or "max_epochs")
+
+
+def begin_stage(
+    model: nn.Module, train: TrainSplit, optimizer: torch.optim.Optimizer,
+    generator: torch.Generator, config: RunConfig, *, index: int,
+    finished: list[Stopped] | None, start: Progress | None,
+) -> Progress:
+    """The `Progress` a stage starts from: a fresh one after the model's set-up (k-means;
+    under torchrun each process encodes its share and rank 0 clusters them all), or
+    ``start`` from ``last.pt`` with the optimizer and random states restored (the weights
+    were loaded by `fit`). A stopped stage that ``config`` lets go on is reopened."""
+    t = config.train
+    if start is None:
+        model.before_training(distributed.shard(train.inputs), t.seed)
+        state = Progress(stage=index, finished=[asdict(s) for s in finished or []])
+    else:
+        state = start
+        optimizer.load_state_dict(state.optimizer)
+        restore_rank_rng(state.rng, generator, t.seed)
+    if start is None or reopens(state, config):
+        state.reason, state.max_minutes = None, t.max_minutes
+    return state
+
+
+def validate(model: nn.Module, valid: EvalSplit, config: RunConfig, info: DataInfo,
+             device: torch.device) -> dict[str, dict[str, float]]:
+    """The validation metrics of ``model`` under the configured history mask (under torchrun
+    each process ranks its share of the users, and all get every rank)."""
+    model.eval()
+    mask = config.train.history_mask
+    ranks = sharded_rank_masks(model.score, valid, info.n_items, history_masks=(mask,),
+                               batch_size=eval_batch_size(config.runtime, device))
+    return summaries(ranks[mask], valid)
+
+
+def record_epoch(log: EpochLog, *, tag: str, log_file: Any, writer: Any) -> None:
+    """One line of ``metrics.jsonl`` and the TensorBoard scalars for an epoch."""
+    log_file.write(json.dumps({**asdict(log), **({"member": tag} if tag else {})}) + "\n")
+    log_file.flush()
+    for name, value in log.losses.items():
+        writer.add_scalar(f"loss{tag}/{name}", value, log.epoch)
+    for name, value in log.valid["all"].items():
+        writer.add_scalar(f"valid{tag}/{name}", value, log.epoch)
+
+
+def stop_reason(state: Progress, t: TrainConfig, *, over_budget: bool) -> str | None:
+    """Why training stops after ``state.epoch`` (``None``: it goes on): patience first, then
+    a time budget the next epoch would likely overrun, then ``max_epochs``."""
+    if state.epoch - state.best_epoch >= t.patience:
+        return "patience"
+    if over_budget:
+        return "time_limit" if state.epoch < t.max_epochs else "max_epochs"
+    return "max_epochs" if state.epoch == t.max_epochs else None
 
 
 def load_best(run: Run, run_dir: Path, best_epoch: int, index: int) -> None:
