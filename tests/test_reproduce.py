@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from adarec.cli import app
 from adarec.errors import AdarecError
 from adarec.paper import paper_row
-from adarec.reproduce import table_rows
+from adarec.reproduce import paper_gap_rows, table_rows
 
 TINY = ["data.dataset=synthetic", "data.synthetic_users=150", "data.synthetic_items=60",
         "model.hidden_size=16", "train.max_epochs=2", "train.batch_size=64"]
@@ -86,6 +86,24 @@ def test_table_gap_is_relative_to_the_paper_row():
     }
     row = table_rows([result])[2]
     assert "| Table 1: ADARec | +10.0% | +0.0% | +0.0% | -50.0% | 3 / 9 | patience |" in row
+
+
+def test_every_run_is_set_against_every_paper_row_of_its_protocol():
+    metrics = {"HR@5": 0.0374, "NDCG@5": 0.0241, "HR@20": 0.0901, "NDCG@20": 0.0568}
+    result = {"name": "sasrec-beauty-seed1", "test": {"all": metrics},
+              "config": {"preset": "sasrec-beauty", "data": {"dataset": "Beauty",
+                                                              "shorten_seq_to": None}}}
+    rows = paper_gap_rows([result])[2:]
+    assert [row.split(" | ")[1] for row in rows] == [
+        "Table 1: ADARec", "Table 1: ELCRec", "Table 1: SASRec"]
+    assert rows[0].endswith("| -37.7% | -40.2% | -24.1% | +0.0% |")  # ADARec .0600 .0403 ...
+    assert rows[2].endswith("| +0.0% | +0.0% | +0.0% | +46.8% |")  # SASRec ... .0387
+    sparse = {**result, "config": {**result["config"], "data": {"dataset": "Beauty",
+                                                                 "shorten_seq_to": 5}}}
+    assert [row.split(" | ")[1] for row in paper_gap_rows([sparse])[2:]] == [
+        "Table 2: ADARec", "Table 2: ELCRec"]  # Table 2 has no SASRec row
+    assert paper_gap_rows([{**result, "config": {**result["config"], "data": {
+        "dataset": "synthetic", "shorten_seq_to": None}}}]) == []
 
 
 def test_table_has_mean_over_seeds_when_a_run_has_several(tmp_path):

@@ -53,6 +53,16 @@ TABLE2: dict[str, dict[str, Row]] = {
 PAPER_MODEL = {"adarec": "ADARec", "release": "ADARec", "elcrec": "ELCRec", "sasrec": "SASRec"}
 
 
+def paper_rows(dataset: str, shorten_seq_to: int | None) -> list[tuple[str, Row]]:
+    """Every published row of the paper's ADARec, ELCRec and SASRec on ``dataset`` under
+    the protocol, as ("Table N: Model", numbers) (the best other baseline left out)."""
+    if shorten_seq_to not in (None, 5):
+        return []
+    table, label = (TABLE2, "Table 2") if shorten_seq_to == 5 else (TABLE1, "Table 1")
+    rows = table.get(dataset, {})
+    return [(f"{label}: {m}", rows[m]) for m in ("ADARec", "ELCRec", "SASRec") if m in rows]
+
+
 def paper_row(dataset: str, model_name: str, shorten_seq_to: int | None) -> tuple[str, Row] | None:
     """The published row for ``model_name`` (a `model.name`) on ``dataset`` under the
     protocol, as ("Table N: Model", numbers), or None when the paper has none."""
