@@ -7,7 +7,9 @@
 #     over the node's GPUs against one process;
 #   B (what time is left): `adarec reproduce`: adarec-$SUFFIX in the background with
 #     most of the time, and release / sasrec / elcrec / adarec short5 one after the other
-#     beside it (their epoch times are then shared-GPU times; the benchmarks of A are not).
+#     beside it (their epoch times are then shared-GPU times; the benchmarks of A are not);
+#     or, with EVIDENCE=1, issue 15's equal-width runs on Beauty (adarec-beauty-h64 and
+#     sasrec-beauty, seeds 1-3, and three ablations), all side by side.
 # Every step has its own limit, so a slow or failing step cannot eat the others.
 #
 # Usage, from the repository root on the GPU machine (the dataset file and SHA256SUMS in
@@ -55,7 +57,7 @@ bench() {  # bench NAME LIMIT_S PRESET WARMUP EPOCHS [--set ...]
 }
 reproduce() {  # reproduce NAME LIMIT_S MINUTES PRESET [options...]
   local name=$1 limit=$2 minutes=$3 preset=$4; shift 4
-  step "reproduce-$name" "$limit" "$PY" -m adarec reproduce --preset "$preset" --seed 1 \
+  step "reproduce-$name" "$limit" "$PY" -m adarec reproduce --preset "$preset" --seed "${SEED:-1}" \
     --device "$DEVICE" --max-minutes "$minutes" --results-dir "$WORK/results" \
     --runs-dir "$WORK/runs" --no-progress ${EXTRA[@]+"${EXTRA[@]}"} "$@"
 }
@@ -111,7 +113,27 @@ fi  # BENCH
 # ---- B: reproduction runs with the time that is left
 minutes() { $PY -c "print(round(max($1, 0.25), 2))"; }
 rest=$(( $(left) - 30 ))
-if (( rest > 90 )); then
+if [[ "${EVIDENCE:-0}" == 1 ]] && (( rest > 90 )); then
+  # Issue 15's equal-width comparison on Beauty, all side by side on the one GPU: ADARec at
+  # sasrec-beauty's size against sasrec-beauty, seeds 1-3, and three Table 4 ablations
+  # (seed 1). Runs cut by the time limit say so (stop_reason: time_limit).
+  ev_min=$(minutes "($rest - 60) / 60")
+  pids=()
+  for s in 1 2 3; do
+    SEED=$s reproduce "h64-seed$s" "$rest" "$ev_min" adarec-beauty-h64 & pids+=($!)
+    SEED=$s reproduce "sasrec-seed$s" "$rest" "$ev_min" sasrec-beauty & pids+=($!)
+  done
+  reproduce h64-noadc "$rest" "$ev_min" adarec-beauty-h64 --tag noadc \
+    --set adarec.controller=fixed --set adarec.fixed_depth=10 & pids+=($!)
+  reproduce h64-nohda "$rest" "$ev_min" adarec-beauty-h64 --tag nohda \
+    --set adarec.denoise=false & pids+=($!)
+  reproduce h64-oneexpert "$rest" "$ev_min" adarec-beauty-h64 --tag oneexpert \
+    --set adarec.experts=1 & pids+=($!)
+  wait "${pids[@]}"
+  for folder in "$WORK"/results/*/; do
+    $PY -c "from adarec.reproduce import write_table; from pathlib import Path; write_table(Path('$folder'))"
+  done
+elif (( rest > 90 )); then
   main_min=$(minutes "($rest - 45) / 60")
   reproduce adarec-$SUFFIX "$rest" "$main_min" adarec-$SUFFIX &
   main=$!
