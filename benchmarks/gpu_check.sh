@@ -93,9 +93,13 @@ TAIL=40 step profile-release 60 "$PY" benchmarks/profile_step.py --preset releas
 bench elcrec-fast 45 elcrec-$SUFFIX 1 3
 # torchrun over this node's GPUs (docs/distributed.md; DDP=0 skips): NCCL end to end with
 # `adarec train`, then the epoch benchmark of 1 process (sasrec-fast, adarec-fast above)
-# against one process per GPU on the same global batch. With one GPU, what DDP costs.
-NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
-if [[ "${DDP:-1}" == 1 && "$DEVICE" == cuda && "$NGPU" -ge 1 ]]; then
+# against one process per GPU on the same global batch. Needs 2 or more GPUs: one process
+# on one GPU is no process group at all, and NCCL refuses two ranks on one GPU.
+NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+if [[ "${DDP:-1}" == 1 && "$DEVICE" == cuda && "$NGPU" -lt 2 ]]; then
+  say "SKIP ddp: $NGPU GPU(s) visible; NCCL under torchrun needs 2 or more"
+fi
+if [[ "${DDP:-1}" == 1 && "$DEVICE" == cuda && "$NGPU" -ge 2 ]]; then
   TORCHRUN=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$NGPU")
   step ddp-train-nccl 60 "${TORCHRUN[@]}" -m adarec train --device cuda --max-epochs 2 \
     --no-progress --output-dir "$WORK/runs"

@@ -29,6 +29,9 @@ CASES = {
     "elcrec": ("elcrec-beauty", ["model.hidden_size=16", "intents.n_intents=8"]),
     "adarec": ("adarec-beauty", ["model.hidden_size=16", "adarec.max_depth=3",
                                  "intents.n_intents=8"]),
+    # "HP-MoE only" (no levels): its denoiser once had no gradient, which DDP refuses.
+    "adarec-hpmoe": ("adarec-beauty", ["model.hidden_size=16", "adarec.max_depth=0",
+                                       "adarec.fixed_depth=0", "intents.n_intents=8"]),
     "release": ("release-beauty", ["model.hidden_size=16", "intents.n_intents=8"]),
 }
 GLOBAL_ROWS = 64
@@ -84,6 +87,8 @@ def step_gradients(name: str) -> dict[str, torch.Tensor]:
     step = loss_function(model)  # as the loop makes it (kept alive: DDP's hooks live in it)
     out = step(batch)
     out.total.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"{name}: no loss reaches {missing} (DDP needs every parameter used)"
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     grads["_real_targets"] = (batch.targets > 0).sum().reshape(1).float()
     return grads
@@ -104,6 +109,12 @@ def worker(rank: int, size: int, port: int, out: str) -> None:
             grads = step_gradients(name)
             counts = distributed.all_objects(float(grads.pop("_real_targets")))
             results[name] = {"grads": grads, "counts": counts}
+        try:  # an unexpected failure in rank 0's own work reaches every process
+            distributed.from_main(lambda: 1 / 0)
+            caught = "nothing"
+        except (ZeroDivisionError, RuntimeError) as exc:
+            caught = f"{type(exc).__name__}: {exc}"
+        results["from_main_failure"] = distributed.all_objects(caught)
         if rank == 0:
             torch.save(results, Path(out))
     finally:

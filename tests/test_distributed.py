@@ -39,6 +39,12 @@ def two_process_grads(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return torch.load(out, weights_only=True)
 
 
+def test_a_failure_of_rank_0_alone_stops_every_process(two_process_grads: dict) -> None:
+    main, other = two_process_grads["from_main_failure"]
+    assert main.startswith("ZeroDivisionError")  # rank 0 raises its own exception
+    assert other.startswith("RuntimeError: rank 0 failed: ZeroDivisionError")
+
+
 @pytest.mark.parametrize("name", list(ddp_step.CASES))
 def test_two_processes_give_the_global_batch_gradient(
     name: str, two_process_grads: dict, monkeypatch: pytest.MonkeyPatch,
@@ -130,6 +136,15 @@ def test_a_batch_that_does_not_split_is_refused(monkeypatch: pytest.MonkeyPatch,
                      "does not split over 3 processes")
     assert "multiple of the number of processes" in out
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_compile_is_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    user_error(run_cli("train", "--output-dir", tmp_path, "--no-progress", "--set",
+                       "runtime.compile=true"), "runtime.compile is not supported under torchrun")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("command", ["reproduce", "sweep"])

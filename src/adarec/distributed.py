@@ -94,8 +94,10 @@ def start(device: torch.device) -> torch.device:
         device = torch.device("cuda", w.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        if device.type == "cuda":  # NCCL bound to this process's GPU, set up at once
+            dist.init_process_group("nccl", timeout=TIMEOUT, device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=TIMEOUT)
     return device
 
 
@@ -141,19 +143,28 @@ def all_objects(value: Any) -> list[Any]:
 
 
 def from_main(fn: Callable[[], T]) -> T:
-    """``fn()`` run on rank 0 alone, its result (or its `AdarecError`) on every process."""
+    """``fn()`` run on rank 0 alone, its result (or its `AdarecError`) on every process.
+    Any other exception of rank 0 is raised there as it is, and on the other processes as
+    a `RuntimeError` naming it, so that none waits for rank 0 in a later collective."""
     if not active():
         return fn()
     result: tuple[str, Any] = ("ok", None)
+    failure: BaseException | None = None
     if is_main():
         try:
             result = ("ok", fn())
         except AdarecError as exc:
             result = ("error", (type(exc), str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - told to the others, then re-raised
+            failure, result = exc, ("failed", f"{type(exc).__name__}: {exc}")
     kind, value = broadcast_object(result)
+    if failure is not None:
+        raise failure
     if kind == "error":
         cls, message = value
         raise cls(message)
+    if kind == "failed":
+        raise RuntimeError(f"rank 0 failed: {value}")
     return value
 
 
@@ -253,8 +264,9 @@ def loss_step(model: nn.Module) -> Callable[[Any], Any]:
         return model.loss
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    # Every model's loss reaches all its parameters (tests/test_distributed.py checks the
-    # gradients), so DDP need not search the graph for unused ones at every step.
+    # Every model's loss reaches all its parameters (tests/ddp_step.py checks it for each
+    # model and the "HP-MoE only" ablation; build.py builds no denoiser without levels), so
+    # DDP need not search the graph for unused ones at every step.
     return nn.parallel.DistributedDataParallel(LossModule(model), device_ids=ids)
 
 

@@ -173,7 +173,10 @@ def rank_masks(
             for mask in history_masks:
                 parts[mask].append(rank_answers(scores, answers, rows, items, n_items, mask,
                                                 ties))
-    return {mask: torch.cat(p) if p else torch.zeros(0, dtype=torch.int64)
+    # An empty split (a process's share of fewer rows than processes) gives empty ranks on
+    # the scores' device, where a gather (NCCL: CUDA only) expects them.
+    where = split.inputs.device if device is None else device
+    return {mask: torch.cat(p) if p else torch.zeros(0, dtype=torch.int64, device=where)
             for mask, p in parts.items()}
 
 

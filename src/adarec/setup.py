@@ -109,6 +109,11 @@ def setup_run(config: RunConfig) -> Run:
         raise AdarecError(f"train.batch_size {t.batch_size} does not split over "
                           f"{world.size} processes: under torchrun the batch size is the "
                           "global batch, and must be a multiple of the number of processes")
+    if r.compile and world.size > 1:
+        # Not yet tried on GPUs: a process whose compilation fails falls back to eager on
+        # its own, and the processes' collectives would no longer line up.
+        raise AdarecError("runtime.compile is not supported under torchrun yet; train "
+                          "eager (runtime.compile=false) or in one process")
     device = distributed.start(resolve_device(r.device))
     set_matmul_precision(r.precision)
     splits, info = prepare_data(config)

@@ -97,7 +97,9 @@ def _adarec(
     else:
         controller = FixedDepth(depth=a.fixed_depth, max_depth=a.max_depth)
     diffusion = HierarchicalDiffusion(
-        denoiser=Denoiser(dim=dim, max_depth=a.max_depth) if a.denoise else None,
+        # No levels (max_depth=0, "HP-MoE only"): nothing to denoise, and no parameter that
+        # no loss reaches (DistributedDataParallel relies on it: adarec.distributed).
+        denoiser=Denoiser(dim=dim, max_depth=a.max_depth) if a.denoise and a.max_depth else None,
         alpha_bars=level_alpha_bars(a), eval_noise=a.eval_noise, eval_seed=config.train.seed,
         rec_grad=a.denoiser_grad == "rec",
     )
