@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,8 +35,7 @@ def resolve_device(name: str) -> torch.device:
 def seed_everything(seed: int) -> None:
     if not 0 <= seed < 2**63:  # what torch's generators take, whatever the platform
         raise AdarecError(f"train.seed must be in 0..2**63-1; got {seed}")
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    seed_process(seed)
 
 
 
