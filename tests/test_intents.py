@@ -87,6 +87,28 @@ def test_cluster_loss_hand_computed_3x2() -> None:
     assert cluster_loss(x, c).item() == pytest.approx(10 / 6 - 1, abs=1e-6)
 
 
+def test_cluster_loss_is_bounded_by_the_users_mean_direction() -> None:
+    """With unit x and c, the loss is ``2 c_mean . (c_mean - x_mean)``, so it is at least
+    ``-||x_mean||^2 / 2`` (equality at ``c_mean = x_mean / 2``): it can only reach -1/2 when
+    every user's representation is the same direction (docs/method.md, the intents on the
+    coarse side). A run's value L therefore bounds the users' mean direction from below,
+    ``||x_mean|| >= sqrt(-2 L)``."""
+    gen = torch.Generator().manual_seed(0)
+    x, c = torch.randn(64, 8, generator=gen), torch.randn(16, 8, generator=gen)
+    xm = torch.nn.functional.normalize(x, dim=-1).mean(0)
+    cm = torch.nn.functional.normalize(c, dim=-1).mean(0)
+    loss = cluster_loss(x, c).item()
+    assert loss == pytest.approx((2 * cm @ (cm - xm)).item(), abs=1e-5)
+    assert loss >= -(xm @ xm).item() / 2 - 1e-6
+    # Collapsed users and centres whose mean is half their direction: the minimum, -1/2.
+    same = torch.tensor([[3.0, 4.0]]).expand(5, 2)
+    # Centres: four that cancel and four copies of u = (0.6, 0.8), so their mean is u / 2.
+    centres = torch.tensor([[0.6, 0.8], [-0.6, -0.8], [0.8, -0.6], [-0.8, 0.6]])
+    centres = torch.cat([centres, torch.tensor([[0.6, 0.8]]).expand(4, 2)])
+    assert cluster_loss(same, centres).item() == pytest.approx(-0.5, abs=1e-6)
+    assert cluster_loss(torch.tensor([[3.0, 4.0], [4.0, -3.0]]), centres).item() > -0.5
+
+
 def test_cluster_loss_gives_gradient_to_centres() -> None:
     centres = _centres([[1.0, 0.2], [0.1, 1.0]])
     cluster_loss(torch.tensor([[1.0, 1.0], [2.0, -1.0]]), centres.centres).backward()

@@ -78,3 +78,20 @@ def test_evaluation_is_bit_identical_across_two_runs_with_one_seed(tmp_path):
     _, first = fit(config, progress=False)
     _, second = fit(config, progress=False)
     assert first["test"] == second["test"] and first["valid"] == second["valid"]
+
+
+def test_the_equal_width_preset_has_sasrec_beauty_s_encoder_and_no_intents():
+    """`adarec-beauty-h64` is the equal-width comparison's ADARec (docs/method.md): each
+    expert is `sasrec-beauty`'s encoder, trained the same way, and the coarse side carries no
+    ELCRec intents (they collapse it at this width)."""
+    from adarec.model.build import build_model
+
+    ada, sas = load_config("adarec-beauty-h64"), load_config("sasrec-beauty")
+    for key in ("hidden_size", "num_layers", "num_heads", "attn_dropout", "hidden_dropout",
+                "rec_loss"):
+        assert getattr(ada.model, key) == getattr(sas.model, key), key
+    assert (ada.data, ada.train.batch_size, ada.train.lr, ada.train.patience) == (
+        sas.data, sas.train.batch_size, sas.train.lr, sas.train.patience)
+    model = build_model(ada, n_items=30, max_len=ada.data.max_len)
+    assert not ada.adarec.intents and len(model.aux) == 0
+    assert set(model.loss_weights) == {"rec", "deno", "cont", "expl"}
