@@ -36,6 +36,22 @@ def test_two_members_with_their_own_depths_and_a_spare_item_row():
     assert model.members[0].item_table.data_ptr() != model.members[1].item_table.data_ptr()
 
 
+def test_the_controller_keeps_pytorch_s_initialisation_as_in_the_release():
+    """The release applies N(0, 0.02) before it builds the controller: the length table is
+    N(0, 1) and the head uniform within 1/sqrt(2D), bias included; the rest is N(0, 0.02)."""
+    torch.manual_seed(0)
+    model = _ensemble("model.hidden_size=64")
+    for member in model.members:
+        table, head = member.controller.length_embedding.weight, member.controller.head
+        assert 0.9 < table.std().item() < 1.1  # 513 x 64 draws of N(0, 1)
+        bound = 1 / 128 ** 0.5
+        assert bound / 2 < head.weight.abs().max().item() <= bound  # 2 x 128 draws
+        assert 0 < head.bias.abs().min().item() and head.bias.abs().max().item() <= bound
+        encoder_linear = next(m for m in member.transformer.modules()
+                              if isinstance(m, torch.nn.Linear))
+        assert 0.015 < encoder_linear.weight.std().item() < 0.025
+
+
 def test_controller_mixes_with_softmax_weights_from_the_detached_input():
     member = _ensemble().members[0]
     x, _ = _batch()

@@ -178,4 +178,7 @@ def build_model(
             rec_loss=rec_loss(cfg.rec_loss, n_items), aux=aux, loss_weights=weights,
         )
     init_weights(model)
+    if cfg.name == "release":  # its controllers keep PyTorch's defaults, as in the release
+        for member in model.members:
+            member.controller.reset_to_torch_defaults()
     return model

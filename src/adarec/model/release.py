@@ -82,6 +82,14 @@ class ReleaseController(nn.Module):
         self.last_state = last_state
         self.reads_padding = last_state is last_state_all_steps
 
+    def reset_to_torch_defaults(self) -> None:
+        """PyTorch's own initialisation for the length embedding (N(0, 1)) and the head
+        (uniform within 1/sqrt(2D), bias too): the release builds its controller after
+        applying its N(0, 0.02) initialisation to the model, so these keep their defaults
+        (docs/release.md). The GRU keeps PyTorch's in both codes."""
+        self.length_embedding.reset_parameters()
+        self.head.reset_parameters()
+
     def forward(self, e0: Tensor, visible: Tensor, lengths: Tensor) -> Tensor:
         """``e0`` (R, L, D) left-padded embedded rows (``max_len`` wide if the GRU reads the
         padding), ``visible`` (R,) their real columns, ``lengths`` (R,) the lengths to embed
