@@ -354,3 +354,21 @@ def test_constant_router_gives_one_half_everywhere():
                if out.stats[f"depth_{k}"] > 0 or k == 0)
     full = _model().train().loss(_batch())
     assert any(abs(full.stats[f"router_{k}"] - 0.5) > 1e-4 for k in range(T + 1))
+
+
+def test_a_router_value_common_to_all_levels_changes_nothing():
+    # Each side is normalised by its own weights, so a g shared by the levels cancels:
+    # g = 0.9 and g = 0.1 fuse the same h; only differences between levels matter.
+    torch.manual_seed(0)
+    fine, coarse = torch.randn(5, 3, 4, 6), torch.randn(5, 3, 4, 6) + 1.0
+    depths = torch.tensor([[0, 2, 4, 1], [3, 3, 0, 4], [1, 2, 3, 4]])
+    used = level_mask(F.one_hot(depths, 5).float()).permute(2, 0, 1)
+    gate = Gate(6)
+    with torch.no_grad():
+        high = route(fine, coarse, torch.full((5, 3, 4), 2.2), used, gate)
+        low = route(fine, coarse, torch.full((5, 3, 4), -2.2), used, gate)
+        varied = torch.full((5, 3, 4), 2.2)
+        varied[1] = -2.2
+        other = route(fine, coarse, varied, used, gate)
+    torch.testing.assert_close(high, low, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(other, high, atol=1e-2)
