@@ -147,6 +147,17 @@ def test_tensorboard_keeps_one_value_per_step_after_a_resume(tmp_path, monkeypat
     assert steps == [1, 2, 3, 4]
 
 
+def test_the_results_say_where_each_stretch_of_training_began(tmp_path, monkeypatch):
+    cfg = config("default", tmp_path)
+    # The 3rd last.pt is epoch 2's (the 1st is written before epoch 1).
+    run_dir = killed_and_resumed(cfg, Kill(monkeypatch), [("boundary", 3)], "sessions")
+    sessions = json.loads((run_dir / "results.json").read_text())["sessions"]
+    assert [s["resumed_after"] for s in sessions] == [None, {"stage": 0, "epoch": 2}]
+    assert all({"started", "commit", "device", "processes", "torch"} <= set(s)
+               for s in sessions)
+    assert sessions[0]["device"].startswith("cpu")
+
+
 def test_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path):
     """A real process, killed by SIGKILL halfway through its 3rd checkpoint file: the file
     it was replacing is intact, and the resumed run ends as the run left alone."""

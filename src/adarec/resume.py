@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from adarec.data.load import DataInfo
 from adarec.errors import AdarecError
 
 LAST = "last.pt"
+SESSIONS = "sessions.jsonl"
 FINAL_REASONS = ("patience",)
 
 
@@ -77,6 +79,25 @@ def load_last(run_dir: Path) -> tuple[dict[str, Any], Progress]:
     if "resume" not in state:
         raise AdarecError(f"{path} holds no training state to resume from")
     return state, Progress(**state["resume"])
+
+
+def record_session(run_dir: Path, start: Progress | None, **facts: Any) -> None:
+    """Append to ``run_dir/sessions.jsonl`` where this stretch of training starts (``None``:
+    from the beginning; else after ``start``'s stage and epoch) with ``facts`` (commit,
+    device, ...), so that a run resumed across machines or code versions says so."""
+    where = None if start is None else {"stage": start.stage, "epoch": start.epoch}
+    line = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resumed_after": where, **facts}
+    with open(run_dir / SESSIONS, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def read_sessions(run_dir: Path) -> list[dict[str, Any]]:
+    """The lines of ``run_dir/sessions.jsonl`` (none for a run written before it existed)."""
+    path = run_dir / SESSIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def refuse_changes(given: dict[str, Any]) -> None:

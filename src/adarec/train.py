@@ -48,6 +48,8 @@ from adarec.resume import (
     Progress,
     check_same_data,
     load_last,
+    read_sessions,
+    record_session,
     remove_stale_temporaries,
     reopens,
     resume_command,
@@ -538,6 +540,9 @@ def _fit(
         model.load_state_dict(last["state_dict"])
     if main:
         save_config(config, run_dir / "config.yaml")
+        record_session(run_dir, start, commit=commit_id(), device=_device_name(device),
+                       processes=distributed.world().size,
+                       torch=str(torch.__version__))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
@@ -597,6 +602,7 @@ def _fit(
         "commit": commit_id(),
         "command": command,
         "versions": {"torch": str(torch.__version__)},
+        "sessions": read_sessions(run_dir),
     })
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     mark_complete(run_dir)
