@@ -149,10 +149,19 @@ def test_tensorboard_keeps_one_value_per_step_after_a_resume(tmp_path, monkeypat
 
 def test_the_results_say_where_each_stretch_of_training_began(tmp_path, monkeypatch):
     cfg = config("default", tmp_path)
+    calls = iter(range(100))  # each look at the checkout gives another "commit"
+    monkeypatch.setattr(train_mod, "commit_id", lambda: f"c{next(calls)}")
+    kill = Kill(monkeypatch)
+    kill.mp = pytest.MonkeyPatch()  # its undo() must not undo the commit patch
     # The 3rd last.pt is epoch 2's (the 1st is written before epoch 1).
-    run_dir = killed_and_resumed(cfg, Kill(monkeypatch), [("boundary", 3)], "sessions")
-    sessions = json.loads((run_dir / "results.json").read_text())["sessions"]
+    run_dir = killed_and_resumed(cfg, kill, [("boundary", 3)], "sessions")
+    kill.mp.undo()
+    results = json.loads((run_dir / "results.json").read_text())
+    sessions = results["sessions"]
     assert [s["resumed_after"] for s in sessions] == [None, {"stage": 0, "epoch": 2}]
+    # The commit a stretch started with is the one the results name: HEAD may move later.
+    assert [s["commit"] for s in sessions] == ["c0", "c1"]
+    assert results["commit"] == "c1"
     assert all({"started", "commit", "device", "processes", "torch"} <= set(s)
                for s in sessions)
     assert sessions[0]["device"].startswith("cpu")

@@ -529,6 +529,7 @@ def _fit(
     config = run.config
     device, splits, info, model = run.device, run.splits, run.info, run.model
     main = distributed.is_main()
+    commit = commit_id()  # the code this process runs, whatever HEAD is when it ends
     last, start = (None, None) if resume is None else load_last(resume)
     if resume is None:
         run_dir = distributed.from_main(lambda: new_run_dir(config, run_name))
@@ -540,7 +541,7 @@ def _fit(
         model.load_state_dict(last["state_dict"])
     if main:
         save_config(config, run_dir / "config.yaml")
-        record_session(run_dir, start, commit=commit_id(), device=_device_name(device),
+        record_session(run_dir, start, commit=commit, device=_device_name(device),
                        processes=distributed.world().size,
                        torch=str(torch.__version__))
     if device.type == "cuda":
@@ -599,7 +600,7 @@ def _fit(
                                 if device.type == "cuda" else None),
         "device": _device_name(device),
         "processes": distributed.world().size,
-        "commit": commit_id(),
+        "commit": commit,
         "command": command,
         "versions": {"torch": str(torch.__version__)},
         "sessions": read_sessions(run_dir),
