@@ -37,12 +37,12 @@ import copy
 
 import torch
 from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint
 from adarec.data.splits import trim_left
-from adarec.model.experts import ConstantRouter, Gate
+from adarec.model.experts import ConstantRouter
 
 
 def linear_error(e0: Tensor, a: float, b: float) -> float:
@@ -54,11 +54,19 @@ def linear_error(e0: Tensor, a: float, b: float) -> float:
     return float(1 - b * b * torch.trace(inv) / dim)
 
 
-class HalfGate(Gate):
+class HalfGate(nn.Module):
     """The gate replaced by the constant 0.5: ``h = (z_fin + z_coar) / 2``."""
 
     def forward(self, z_fin: Tensor, z_coar: Tensor) -> Tensor:
         return 0.5 * (z_fin.float() + z_coar.float())
+
+
+def noised(e0: Tensor, alpha_bars: Tensor) -> tuple[Tensor, Tensor]:
+    """``e0`` (N, D) at every level: ``E_k = sqrt(abar_k) e0 + sqrt(1 - abar_k) eps_k``, as
+    (T, N, 1, D) (the denoiser's (T, B, L, D) with L = 1), and the noise ``eps`` (T, N, D)."""
+    eps = torch.randn(len(alpha_bars), *e0.shape)
+    ab = alpha_bars[:, None, None]
+    return (ab.sqrt() * e0 + (1 - ab).sqrt() * eps)[:, :, None, :], eps
 
 
 def fused_last(model, inputs: Tensor) -> Tensor:
@@ -87,7 +95,7 @@ def routing(model, inputs: Tensor, seed: int) -> dict[str, object]:
         h_router = fused_last(model, inputs)
         model.router = router
         gate_module = model.gate
-        model.gate = HalfGate(gate_module.proj.in_features)
+        model.gate = HalfGate()
         torch.manual_seed(seed)
         h_gate = fused_last(model, inputs)
         model.gate = gate_module
@@ -112,17 +120,15 @@ def refit(model, train, steps: int, seed: int, *, weight: float = 1.0,
     gen = torch.Generator().manual_seed(seed)
     model.train()
 
-    def sample() -> tuple[Tensor, Tensor, Tensor]:
+    def sample() -> tuple[Tensor, Tensor]:
         rows = torch.randperm(len(train), generator=gen)[:256]
         inputs, _ = trim_left(train.inputs[rows], train.targets[rows])
         with torch.no_grad():
             e0 = model.embedding(inputs)[inputs > 0][:1024]
-        eps = torch.randn(len(ab), *e0.shape)
-        noisy = ab.sqrt()[:, None, None] * e0 + (1 - ab).sqrt()[:, None, None] * eps
-        return noisy[:, :, None, :], eps, e0
+        return noised(e0, ab)
 
     for _ in tqdm(range(steps), desc="refit", leave=False):
-        noisy, eps, _ = sample()
+        noisy, eps = sample()
         loss = weight * (fresh(noisy).squeeze(2) - eps).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -130,7 +136,7 @@ def refit(model, train, steps: int, seed: int, *, weight: float = 1.0,
     total = torch.zeros(len(ab), dtype=torch.float64)
     with torch.no_grad():
         for _ in range(8):
-            noisy, eps, _ = sample()
+            noisy, eps = sample()
             total += (fresh(noisy).squeeze(2) - eps).pow(2).mean((1, 2)).double()
     return total / 8
 
@@ -166,9 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         model.train()
         with torch.no_grad():
             e0 = model.embedding(inputs)[real]  # (N, D) real positions, dropout on
-            eps = torch.randn(t_max, *e0.shape)
-            noisy = ab.sqrt()[:, None, None] * e0 + (1 - ab).sqrt()[:, None, None] * eps
-            err = (diffusion.denoiser(noisy[:, :, None, :]).squeeze(2) - eps).pow(2).mean(-1)
+            noisy, eps = noised(e0, ab)
+            err = (diffusion.denoiser(noisy).squeeze(2) - eps).pow(2).mean(-1)
         sums += err.mean(1).double()
         linear += torch.tensor([linear_error(e0, float(a.sqrt()), float((1 - a).sqrt()))
                                 for a in ab], dtype=torch.float64)

@@ -529,7 +529,9 @@ def _fit(
     config = run.config
     device, splits, info, model = run.device, run.splits, run.info, run.model
     main = distributed.is_main()
-    commit = commit_id()  # the code this process runs, whatever HEAD is when it ends
+    # Where this stretch runs; the commit is read now: HEAD may move before the run ends.
+    here = {"commit": commit_id(), "device": _device_name(device),
+            "processes": distributed.world().size, "torch": str(torch.__version__)}
     last, start = (None, None) if resume is None else load_last(resume)
     if resume is None:
         run_dir = distributed.from_main(lambda: new_run_dir(config, run_name))
@@ -541,9 +543,7 @@ def _fit(
         model.load_state_dict(last["state_dict"])
     if main:
         save_config(config, run_dir / "config.yaml")
-        record_session(run_dir, start, commit=commit, device=_device_name(device),
-                       processes=distributed.world().size,
-                       torch=str(torch.__version__))
+        record_session(run_dir, start, **here)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
@@ -598,11 +598,11 @@ def _fit(
         "median_valid_seconds": round(median(x.valid_seconds for x in logs), 4),
         "peak_gpu_memory_mib": (round(torch.cuda.max_memory_allocated(device) / 2**20)
                                 if device.type == "cuda" else None),
-        "device": _device_name(device),
-        "processes": distributed.world().size,
-        "commit": commit,
+        "device": here["device"],
+        "processes": here["processes"],
+        "commit": here["commit"],
         "command": command,
-        "versions": {"torch": str(torch.__version__)},
+        "versions": {"torch": here["torch"]},
         "sessions": read_sessions(run_dir),
     })
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
