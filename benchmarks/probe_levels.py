@@ -27,7 +27,13 @@ For ``--batches`` random training batches it prints:
   weight ``g_k`` per level (mean and standard deviation over users), the gate's mean and
   standard deviation over users and coordinates, and the relative change
   ``||h' - h|| / ||h||`` of the fused representation when the router is replaced by
-  ``g = 0.5`` and when the gate is replaced by 0.5.
+  ``g = 0.5`` and when the gate is replaced by 0.5;
+* in evaluation mode, at the scored position, per history-length bucket: the depth
+  controller's softmax ``p_u`` over depths 0..T, as the mean depth under ``p_u`` (its mean
+  and standard deviation over users), the share of users whose argmax (the depth evaluation
+  uses) is the bucket's most common one, and the mutual information between user and depth,
+  ``H(mean_u p_u) - mean_u H(p_u)`` in nats (0 when every user gets the same distribution;
+  at most ``ln(T + 1)``): how much the depth depends on the user.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ from tqdm.auto import tqdm
 
 from adarec.checkpoint import load_checkpoint
 from adarec.data.splits import trim_left
+from adarec.model.diffusion import DepthController
 from adarec.model.experts import ConstantRouter
+from adarec.model.probes import LENGTH_BUCKETS, history_lengths
 
 
 def linear_error(e0: Tensor, a: float, b: float) -> float:
@@ -105,6 +113,43 @@ def routing(model, inputs: Tensor, seed: int) -> dict[str, object]:
             "gate_effect": (h_gate - h).norm() / norm}
 
 
+def depth_probs(model, inputs: Tensor) -> Tensor:
+    """(B, T+1) the depth controller's softmax at the last (scored) position, in the
+    model's current mode."""
+    seen: dict[str, Tensor] = {}
+    hook = model.controller.head.register_forward_hook(
+        lambda m, i, out: seen.__setitem__("logits", out))
+    with torch.no_grad():
+        fused_last(model, inputs)
+    hook.remove()
+    return seen["logits"][:, -1].float().softmax(-1)
+
+
+def entropy(p: Tensor) -> Tensor:
+    """Entropy in nats of each row of ``p`` (..., K)."""
+    return -(p * p.clamp(min=1e-30).log()).sum(-1)
+
+
+def print_depths(probs: Tensor, lengths: Tensor) -> None:
+    """The per-bucket depth table of the module docstring."""
+    depths = torch.arange(probs.shape[1], dtype=probs.dtype)
+    buckets = [("all", 1, float("inf")), *LENGTH_BUCKETS]
+    print("eval: depth controller at the scored position (p_u: its softmax over depths)")
+    print(f"{'bucket':9s} {'users':>6s} {'E[d] mean':>9s} {'std':>6s} {'argmax':>7s} "
+          f"{'share':>6s} {'MI nats':>8s} {'H(p_u)':>7s}")
+    for name, lo, hi in buckets:
+        rows = (lengths >= lo) & (lengths <= hi)
+        if not rows.any():
+            continue
+        p = probs[rows]
+        expected = p @ depths
+        top = torch.bincount(p.argmax(1), minlength=p.shape[1])
+        mi = entropy(p.mean(0)) - entropy(p).mean()
+        print(f"{name:9s} {len(p):6d} {float(expected.mean()):9.2f} "
+              f"{float(expected.std()) if len(p) > 1 else 0.0:6.2f} {int(top.argmax()):7d} "
+              f"{float(top.max()) / len(p):6.2f} {float(mi):8.4f} {float(entropy(p).mean()):7.3f}")
+
+
 def refit(model, train, steps: int, seed: int, *, weight: float = 1.0,
           weight_decay: float = 0.0) -> Tensor:
     """(T,) per-level error of a fresh copy of the denoiser fitted to ``weight * L_deno``
@@ -165,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     sums = torch.zeros(t_max, dtype=torch.float64)
     linear = torch.zeros(t_max, dtype=torch.float64)
     stats: dict[str, list[dict[str, object]]] = {"train": [], "eval": []}
+    probs, lengths = [], []
     for i in range(args.batches):
         rows = torch.randperm(len(train), generator=gen)[: cfg.train.batch_size]
         inputs, _ = trim_left(train.inputs[rows], train.targets[rows])
@@ -180,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
         for mode in ("train", "eval"):
             model.train(mode == "train")
             stats[mode].append(routing(model, inputs, seed=cfg.train.seed + i))
+        probs.append(depth_probs(model, inputs))  # evaluation mode, as left by the loop
+        lengths.append(history_lengths(inputs))
     n = args.batches
     print(f"{cfg.preset} {args.overrides} checkpoint={args.checkpoint}; {n} batches")
     print("level       " + " ".join(f"{k:6d}" for k in range(1, t_max + 1)))
@@ -206,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         gate_effect = sum(float(r["gate_effect"]) for r in rows) / n
         print(f"{mode}: gate mean {gate_mean:.4f} std {gate_std:.4f}; ||h' - h|| / ||h|| with "
               f"g = 0.5: {router_effect:.4f}, with gate = 0.5: {gate_effect:.4f}")
+    if isinstance(model.controller, DepthController):
+        print_depths(torch.cat(probs), torch.cat(lengths))
 
 
 if __name__ == "__main__":

@@ -49,3 +49,22 @@ def test_probe_levels_runs_on_the_synthetic_data():
     deno = next(line for line in lines if line.startswith("deno"))
     assert len(deno.split()) == 1 + 3
     assert any("with gate = 0.5" in line for line in lines)
+    table = lines[lines.index(next(x for x in lines if x.startswith("bucket"))) + 1 :]
+    assert table[0].split()[0] == "all" and int(table[0].split()[1]) > 0
+
+
+def test_the_depth_table_reads_user_dependence_off_the_softmax(probe_levels, capsys):
+    # Two users with opposite certain choices: the depth is fully the user's, MI = ln 2;
+    # two users with the same distribution: MI = 0, whatever that distribution is.
+    lengths = torch.tensor([2, 2])
+    probe_levels.print_depths(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), lengths)
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("all"))
+    users, mean, std, top, share, mi, ent = row.split()[1:]
+    assert (int(users), float(mean), float(share)) == (2, 0.5, 0.5)
+    assert float(mi) == pytest.approx(0.6931, abs=1e-4) and float(ent) == 0.0
+    probe_levels.print_depths(torch.tensor([[0.25, 0.75], [0.25, 0.75]]), lengths)
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("len<=3"))
+    users, mean, std, top, share, mi, ent = row.split()[1:]
+    assert (float(mean), float(std), int(top), float(share)) == (0.75, 0.0, 1, 1.0)
+    assert float(mi) == pytest.approx(0.0, abs=1e-6)
+    assert float(ent) == pytest.approx(0.562, abs=1e-3)
