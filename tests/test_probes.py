@@ -68,3 +68,27 @@ def test_the_depth_table_reads_user_dependence_off_the_softmax(probe_levels, cap
     assert (float(mean), float(std), int(top), float(share)) == (0.75, 0.0, 1, 1.0)
     assert float(mi) == pytest.approx(0.0, abs=1e-6)
     assert float(ent) == pytest.approx(0.562, abs=1e-3)
+
+
+def test_probe_router_runs_on_the_synthetic_data():
+    out = subprocess.run(
+        [sys.executable, "probe_router.py", "--preset", "adarec-beauty-h64", "--dataset",
+         "synthetic", "--device", "cpu", "--batches", "2", "--steps", "1", "--set",
+         "adarec.max_depth=3"],
+        cwd=BENCHMARKS, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["adaptive", "init"], ["fixed", "3"],
+                                     ["adaptive", "after"], ["fixed", "3"]]
+    # Same weights at the start: the same output layer; the fixed model's gradient differs.
+    assert rows[0][2] == rows[1][3] and rows[0][3] != rows[1][4]
+
+
+def test_probe_router_refuses_a_fixed_depth_preset():
+    out = subprocess.run(
+        [sys.executable, "probe_router.py", "--preset", "adarec-beauty-h64", "--dataset",
+         "synthetic", "--device", "cpu", "--set", "adarec.controller=fixed"],
+        cwd=BENCHMARKS, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2 and "fixed-depth twin" in out.stderr
