@@ -10,6 +10,7 @@ functions of the targets.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def worker(rank: int, size: int, port: int, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank),
                        "OMP_NUM_THREADS": "1"})
+    if sys.platform.startswith("linux"):
+        # The group meets on loopback: without this, gloo picks the interface of the
+        # machine's host name, which on some sandboxes cannot connect (SIGABRT at start).
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
     fix_randomness()
     distributed.start(torch.device("cpu"))
