@@ -26,22 +26,18 @@ import sys
 import torch
 from _setup import add_run_args, prepare_run  # benchmarks/_setup.py, beside this script
 
-from adarec.config import load_config
 from adarec.errors import AdarecError
 from adarec.model.adarec import ADARec
-from adarec.setup import Run, make_optimizer, setup_run
+from adarec.setup import Run, make_optimizer
 from adarec.train import make_batch
 
 
 def fixed_twin(args: argparse.Namespace, run: Run) -> Run:
-    """The same configuration with the controller fixed at T_max, holding ``run``'s weights
+    """The same options with the controller fixed at T_max, holding ``run``'s weights
     (the fixed model has no controller parameters; everything else is copied)."""
-    depth = run.config.adarec.max_depth
-    overrides = [*args.overrides, "adarec.controller=fixed", f"adarec.fixed_depth={depth}",
-                 *(f"{k}={v}" for k, v in (("data.dataset", args.dataset),
-                                           ("data.data_dir", args.data_dir),
-                                           ("runtime.device", args.device)) if v)]
-    twin = setup_run(load_config(args.preset, overrides=overrides))
+    fixed = ["adarec.controller=fixed", f"adarec.fixed_depth={run.config.adarec.max_depth}"]
+    twin = prepare_run(argparse.Namespace(**{**vars(args),
+                                             "overrides": [*args.overrides, *fixed]}))
     result = twin.model.load_state_dict(run.model.state_dict(), strict=False)
     if result.missing_keys:
         raise AdarecError(f"the fixed-depth model has parameters the adaptive one lacks: "
@@ -53,11 +49,11 @@ def batches(run: Run, order: torch.Tensor, start: int, count: int):
     """``count`` training batches from batch ``start`` of ``order`` (wrapping around)."""
     size = run.config.train.batch_size
     n = max(1, len(order) // size)
+    train = run.splits.train.to(run.device)
     for i in range(start, start + count):
         j = i % n
         rows = order[j * size : (j + 1) * size].to(run.device)
-        yield i, make_batch(run.splits.train.to(run.device), rows, None,
-                            trim=run.device.type == "cpu")
+        yield i, make_batch(train, rows, None, trim=run.device.type == "cpu")
 
 
 def router_signal(run: Run, order: torch.Tensor, count: int) -> dict[str, float]:
@@ -109,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     order = torch.randperm(len(adaptive.splits.train),
                            generator=torch.Generator().manual_seed(adaptive.config.train.seed))
-    rows = []
-    for point in ("init", f"after {args.steps} steps"):
-        if point != "init":
-            for run in (adaptive, twin):
-                train_steps(run, order, args.batches, args.steps)
-        fixed = f"fixed {adaptive.config.adarec.max_depth}"
-        for name, run in (("adaptive", adaptive), (fixed, twin)):
-            rows.append((name, point, router_signal(run, order, args.batches)))
+    named = (("adaptive", adaptive), (f"fixed {adaptive.config.adarec.max_depth}", twin))
+    rows = [(name, "init", router_signal(run, order, args.batches)) for name, run in named]
+    for _, run in named:  # both train before either is measured again (the global RNG)
+        train_steps(run, order, args.batches, args.steps)
+    rows += [(name, f"after {args.steps} steps", router_signal(run, order, args.batches))
+             for name, run in named]
     print(f"{'model':<10} {'point':<16} {'|w_out|':>8} {'|mean g|':>10} {'mean |g_i|':>10} "
           f"{'ratio':>6} {'|wd * w|':>10}")
     for name, point, s in rows:
