@@ -317,3 +317,40 @@ def test_the_release_draws_its_negatives_on_the_data_side():
     assert batch.inputs.tolist() == [[0, 3], [1, 2]]  # trimmed to the longest row
     assert batch.negatives.tolist() == [[18, 19], [8, 9]]  # cut the same way
     assert batch.lengths.tolist() == [1, 2]
+
+
+def test_members_train_on_the_same_batches_and_negatives_but_their_own_views(tmp_path,
+                                                                             monkeypatch):
+    """docs/release.md: the release steps both members in lockstep on one batch; here they
+    train one after the other, and the batch generator restarts from ``train.seed`` for
+    each, so both see the same batch order and negatives. Views are drawn per member."""
+    from adarec.model import release
+    from adarec.train import fit
+
+    seen: dict[int, list] = {}
+    loss = release.ReleaseMember.loss
+    augment = release.random_augment
+
+    def spy_loss(self, batch):
+        seen.setdefault(id(self), []).append(
+            {"inputs": batch.inputs.clone(), "negatives": batch.negatives.clone(), "views": []})
+        return loss(self, batch)
+
+    def spy_augment(inputs, *args, **kwargs):
+        out = augment(inputs, *args, **kwargs)
+        next(reversed(seen.values()))[-1]["views"].append(out.clone())
+        return out
+
+    monkeypatch.setattr(release.ReleaseMember, "loss", spy_loss)
+    monkeypatch.setattr(release, "random_augment", spy_augment)
+    config = load_config("release-beauty", overrides=[
+        "data.dataset=synthetic", "data.synthetic_users=150", "data.synthetic_items=60",
+        "model.hidden_size=16", "train.batch_size=64", "intents.n_intents=8",
+        "train.max_epochs=1", f"output_dir={tmp_path}"])
+    fit(config, progress=False)
+    first, second = seen.values()
+    assert len(first) == len(second) == 3  # 150 rows in batches of 64
+    for a, b in zip(first, second):
+        assert torch.equal(a["inputs"], b["inputs"])
+        assert torch.equal(a["negatives"], b["negatives"])
+        assert not all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
