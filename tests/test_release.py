@@ -350,7 +350,7 @@ def test_members_train_on_the_same_batches_and_negatives_but_their_own_views(tmp
     fit(config, progress=False)
     first, second = seen.values()
     assert len(first) == len(second) == 3  # 150 rows in batches of 64
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert torch.equal(a["inputs"], b["inputs"])
         assert torch.equal(a["negatives"], b["negatives"])
-        assert not all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
+        assert not all(torch.equal(x, y) for x, y in zip(a["views"], b["views"], strict=True))
