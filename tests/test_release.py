@@ -327,18 +327,20 @@ def test_members_train_on_the_same_batches_and_negatives_but_their_own_views(tmp
     from adarec.model import release
     from adarec.train import fit
 
-    seen: dict[int, list] = {}
+    seen: dict[int, list] = {}  # member -> its steps, in order
+    step: dict = {}  # the step under way, which the views are added to
     loss = release.ReleaseMember.loss
     augment = release.random_augment
 
     def spy_loss(self, batch):
-        seen.setdefault(id(self), []).append(
-            {"inputs": batch.inputs.clone(), "negatives": batch.negatives.clone(), "views": []})
+        step.clear()
+        step.update(inputs=batch.inputs.clone(), negatives=batch.negatives.clone(), views=[])
+        seen.setdefault(id(self), []).append(dict(step))
         return loss(self, batch)
 
     def spy_augment(inputs, *args, **kwargs):
         out = augment(inputs, *args, **kwargs)
-        next(reversed(seen.values()))[-1]["views"].append(out.clone())
+        step["views"].append(out.clone())
         return out
 
     monkeypatch.setattr(release.ReleaseMember, "loss", spy_loss)
