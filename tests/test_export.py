@@ -8,13 +8,14 @@ import pytest
 import torch
 
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 from serving import TINY  # noqa: E402
 
 from adarec.config import load_config  # noqa: E402
 from adarec.errors import AdarecError  # noqa: E402
-from adarec.export import ScoringGraph, export_onnx, onnx_bytes  # noqa: E402
+from adarec.export import OPSET, ScoringGraph, export_onnx, onnx_bytes  # noqa: E402
 from adarec.model.build import build_model  # noqa: E402
 
 N_ITEMS, MAX_LEN = 30, 10
@@ -40,8 +41,10 @@ def _histories(rows: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["sasrec", "elcrec", "adarec", "release"])
 def test_onnxruntime_scores_match_pytorch(name):
     model = _model(name)
-    session = ort.InferenceSession(onnx_bytes(model, n_items=N_ITEMS, max_len=MAX_LEN),
-                                   providers=["CPUExecutionProvider"])
+    blob = onnx_bytes(model, n_items=N_ITEMS, max_len=MAX_LEN)
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    opsets = {o.domain: o.version for o in onnx.load_from_string(blob).opset_import}
+    assert opsets[""] == OPSET
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.type, inp.shape[1]) == ("history", "tensor(int64)", MAX_LEN)
     assert (out.name, out.type, out.shape[1]) == ("scores", "tensor(float)", N_ITEMS + 1)

@@ -25,6 +25,9 @@ from adarec.errors import AdarecError
 from adarec.model.grouping import LengthGrouping
 
 INPUT, OUTPUT = "history", "scores"
+# Pinned so that the file does not change with the exporter's default (20 in torch 2.13);
+# onnxruntime runs opset 20 from version 1.17.
+OPSET = 20
 
 
 class ScoringGraph(nn.Module):
@@ -62,7 +65,7 @@ def check_deterministic(model: nn.Module) -> None:
 
 def onnx_bytes(model: nn.Module, *, n_items: int, max_len: int) -> bytes:
     """The serialised ONNX model of ``ScoringGraph(model, n_items)`` on the CPU, with a
-    dynamic batch dimension (torch.onnx's dynamo exporter)."""
+    dynamic batch dimension and opset ``OPSET`` (torch.onnx's dynamo exporter)."""
     graph = ScoringGraph(model, n_items).cpu()
     example = torch.zeros(2, max_len, dtype=torch.int64)
     example[:, -1] = 1
@@ -74,7 +77,8 @@ def onnx_bytes(model: nn.Module, *, n_items: int, max_len: int) -> bytes:
         try:
             program = torch.onnx.export(
                 graph, (example,), None, input_names=[INPUT], output_names=[OUTPUT],
-                dynamic_shapes={INPUT: {0: batch}}, dynamo=True, optimize=True,
+                dynamic_shapes={INPUT: {0: batch}}, opset_version=OPSET, dynamo=True,
+                optimize=True,
                 verify=False, report=False,
             )
         except ImportError as exc:
