@@ -173,8 +173,9 @@ def reproduce(
     force: Annotated[bool, Opt(help="Run again even if the results file exists.")] = False,
     progress: Annotated[bool, Opt(help="Show progress bars.")] = True,
 ) -> None:
-    """Train presets to early stopping per seed; write results/<dataset>/ and a table beside
-    the paper's numbers."""
+    """Train presets to early stopping per seed, beside the paper's numbers.
+
+    Writes each run's results to results/<dataset>/ and the table to its README.md."""
     from adarec.inputs import absolute
     from adarec.reproduce import reproduce as run_all
 
@@ -290,7 +291,7 @@ def serve(
     access_log: Annotated[bool, Opt(help="Log every request.")] = False,
     keep_alive_s: Annotated[int, Opt(help="Close idle connections after this long.")] = 30,
 ) -> None:
-    """Serve top-k recommendations over HTTP (docs/serving.md); needs adarec[serve]."""
+    """Serve top-k recommendations over HTTP (docs/serving.md); needs the serve extra."""
     try:
         import uvicorn
 
@@ -371,8 +372,9 @@ def sweep(
     sampler_seed: Annotated[int | None, Opt(help="Seed of the TPE sampler.")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="Override: section.key=value.")] = None,
 ) -> None:
-    """Optuna search over a preset: select on validation NDCG@20, prune on its per-epoch
-    curve, resume from the storage; writes the best configuration as YAML."""
+    """Optuna search over a preset; writes the best configuration as YAML.
+
+    Selects on validation NDCG@20, prunes on its per-epoch curve, resumes from the storage."""
     from adarec.sweep import read_space
     from adarec.sweep import sweep as run_sweep
 
