@@ -108,18 +108,32 @@ def test_zero_noise_levels_are_exact_without_denoiser_error():
     assert levels.shape == (4, 2, 5, 4) and torch.equal(levels[0], e0)
 
 
-def test_router_and_gate_weights_in_unit_interval_and_aggregation_normalised():
+def test_router_logits_per_level_and_position_and_they_depend_on_the_level():
     torch.manual_seed(0)
     router = ContentRouter(dim=8, max_depth=3)
-    levels, real = torch.randn(4, 5, 6, 8) * 10, _batch(rows=5, length=6) > 0
-    g = torch.sigmoid(router(levels, real))  # the router returns logits
-    assert g.shape == (4, 5, 6) and g.min() >= 0 and g.max() <= 1
-    const = torch.full((4, 5, 6, 8), 3.0)
-    w = torch.rand(4, 5, 6) * torch.tensor([1.0, 1.0, 0.0, 0.0])[:, None, None]
-    assert torch.allclose(aggregate(const, w + 1e-3), const[0], atol=1e-5)
-    gate = Gate(8)
-    z = torch.randn(5, 6, 8)
-    assert torch.allclose(gate(z, z), z, atol=1e-6)  # a convex mix of equals
+    same = torch.randn(1, 5, 6, 8).expand(4, 5, 6, 8)  # one content on every level
+    logits = router(same, _batch(rows=5, length=6) > 0)  # logits, not sigmoid(logits)
+    assert logits.shape == (4, 5, 6)
+    assert (logits[1:] - logits[0]).abs().min() > 0  # emb(k) alone tells the levels apart
+
+
+def test_aggregate_is_the_weighted_mean_over_levels():
+    out = torch.tensor([1.0, 2.0, 10.0]).view(3, 1, 1, 1)
+    assert aggregate(out, torch.tensor([1.0, 3.0, 0.0]).view(3, 1, 1)).item() == 1.75
+    # A tiny but real weight still gives its level, not a shrunk value (no epsilon offset).
+    assert aggregate(out, torch.tensor([0.0, 1e-20, 0.0]).view(3, 1, 1)).item() == 2.0
+
+
+def test_the_gate_mixes_each_dimension_by_sigmoid_of_the_coarse_side():
+    gate = Gate(2)
+    with torch.no_grad():
+        gate.proj.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -2.0]]))
+        gate.proj.bias.copy_(torch.tensor([0.5, 0.0]))
+    z_fin, z_coar = torch.tensor([[4.0, 4.0]]), torch.tensor([[0.5, 1.0]])
+    g = torch.sigmoid(torch.tensor([1.0, -2.0]))  # W z_coar + b = (1.0, -2.0)
+    want = g * z_fin + (1 - g) * z_coar
+    assert torch.allclose(gate(z_fin, z_coar), want, atol=1e-6)
+    assert torch.allclose(gate(z_fin, z_fin), z_fin)  # a mix of equals
 
 
 def test_prefix_mean_is_causal_mean_of_real_positions():

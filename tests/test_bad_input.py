@@ -113,7 +113,7 @@ def test_binary_config_file(where: Path):
 def test_non_finite_learning_rate(where: Path, value: str):
     outcome = run_cli("train", "--set", f"train.lr={value}", "--output-dir", "runs", *SMALL,
                       "--set", "data.synthetic_users=60")
-    user_error(outcome, "lr")
+    user_error(outcome, "train.lr must be a finite number")
 
 
 # --- run folders ---------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_missing_path_is_refused(tmp_path: Path, name: str):
 
 
 def test_a_directory_is_not_a_checkpoint(tmp_path: Path):
-    with pytest.raises(AdarecError):
+    with pytest.raises(AdarecError, match="no checkpoint at"):
         load_checkpoint(tmp_path)
 
 
@@ -139,5 +139,5 @@ def test_weights_that_do_not_fit_the_model_are_an_adarec_error(saved):
     _, path = saved
     state = load_checkpoint(path)
     del state["state_dict"]["embedding.items.weight"]
-    with pytest.raises(AdarecError):
+    with pytest.raises(AdarecError, match="weights do not fit the model"):
         model_from_checkpoint(state)

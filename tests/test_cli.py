@@ -110,6 +110,7 @@ def after_training(cli: Cli, trained, tmp_path_factory) -> dict[str, subprocess.
         "eval-dir": ["evaluate", run_dir, "--device", "cpu"],
         "eval-valid-zero": ["evaluate", run_dir / "best.pt", "--split", "valid",
                             "--history-mask", "zero"],
+        "eval-test-zero": ["evaluate", run_dir, "--history-mask", "zero"],
         "eval-sparse": ["evaluate", run_dir, "--shorten-seq-to", "5"],
         "second-run": _train_args(run_dir.parent, "second"),
     })
@@ -213,10 +214,25 @@ def test_evaluate_a_run_directory_reproduces_the_test_metrics(after_training, tr
 def test_evaluate_a_checkpoint_on_valid_with_the_release_mask(after_training):
     out = _ok(after_training["eval-valid-zero"])
     assert "valid split" in out and "history_mask=zero" in out
-    assert _metric_rows(out)["NDCG@20"]
+    rows = _metric_rows(out)
+    assert set(rows) == {"HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR"}
+    assert all(0.0 <= v <= 1.0 for row in rows.values() for v in row)
+
+
+def test_evaluate_with_the_release_mask_repeats_what_training_recorded(after_training,
+                                                                       trained):
+    # Not an inequality with the inf mask: a repeated answer is a miss under inf but can
+    # rank well under zero (on this synthetic data MRR is higher under zero).
+    _, run_dir = trained
+    out = _ok(after_training["eval-test-zero"])
+    recorded = json.loads((run_dir / "results.json").read_text())["test_by_history_mask"]
+    for metric, row in _metric_rows(out).items():
+        assert row[0] == pytest.approx(recorded["zero"]["all"][metric], abs=1e-4), metric
 
 
 def test_evaluate_under_the_sparse_protocol(after_training):
+    # Only the header shows the cut here: after one epoch on this synthetic data the ranks
+    # of the answers do not change (tests/test_splits.py pins the cut itself).
     out = _ok(after_training["eval-sparse"])
     assert "shorten_seq_to=5" in out
     assert all(0.0 <= v <= 1.0 for v in _metric_rows(out)["HR@20"])
@@ -291,12 +307,6 @@ def errors(cli: Cli, trained, tmp_path_factory) -> dict[str, subprocess.Complete
 @pytest.mark.parametrize("name", ERRORS)
 def test_user_error(errors, name: str):
     _user_error(errors[name], ERRORS[name])
-
-
-def test_garbage_checkpoint_exits_2_without_traceback(errors):
-    proc = errors[GARBAGE]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: ") and "best.pt" in proc.stderr
 
 
 def test_garbage_checkpoint_is_one_error_line(errors):

@@ -53,6 +53,7 @@ def test_bf16_epoch_is_close_to_fp32(preset):
     for name in ("total", "rec"):
         assert torch.isfinite(torch.tensor(bf16[name]))
         assert bf16[name] == pytest.approx(fp32[name], rel=0.05), name
+    assert bf16["rec"] != fp32["rec"]  # bf16 was in effect
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess_cli import run_cli, user_error
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -82,7 +83,8 @@ def test_report_table_tests_and_figures(results, tmp_path):
         assert cells[7] == cells[6]  # one model against the baseline: Holm changes nothing
     assert re.match(r"[+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]", cells[5])
     assert f"{diff.mean():+.4f}" in cells[5] and cells[3] == str(len(diff))
-    assert "| adarec-beauty | HR@20 | len>10 |" in text or "len>10" in text
+    for bucket in ("len<=5", "len<=10", "len>10"):
+        assert f"| adarec-beauty | NDCG@20 | {bucket} |" in text
     for name in ("synthetic-curves.png", "synthetic-buckets.png",
                  "synthetic-adarec-beauty-depth.png", "synthetic-adarec-beauty-router.png"):
         assert (tmp_path / "rep" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -104,11 +106,12 @@ def test_runs_without_outcomes_are_listed_without_tests(results, tmp_path):
 
 
 def test_bad_paths_are_one_error_line(tmp_path):
-    out = _report(str(tmp_path / "missing"), "--output", str(tmp_path / "rep"))
-    assert out.exit_code != 0 and isinstance(out.exception, AdarecError)
+    missing = tmp_path / "missing"
+    user_error(run_cli("report", missing, "--output", tmp_path / "rep"), str(missing))
     (tmp_path / "empty").mkdir()
-    out = _report(str(tmp_path / "empty"), "--output", str(tmp_path / "rep"))
-    assert "no run results" in str(out.exception)
+    user_error(run_cli("report", tmp_path / "empty", "--output", tmp_path / "rep"),
+               "no run results")
+    assert not (tmp_path / "rep").exists()  # nothing written on the way out
 
 
 def test_outcomes_round_trip_and_damaged_file(tmp_path):

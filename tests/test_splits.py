@@ -86,9 +86,9 @@ def test_shorten_seq_to(seqs):
 
 def test_shorten_seq_to_three_and_bad_values(seqs):
     assert build_splits(seqs, shorten_seq_to=3).max_len == 6
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shorten_seq_to must be >= 1"):
         build_splits(seqs, shorten_seq_to=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_len must be >= 1"):
         build_splits(seqs, max_len=0)
 
 

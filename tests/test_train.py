@@ -45,7 +45,8 @@ def _tiny_model(preset: str = "default", extra: tuple[str, ...] = ()):
 
 @pytest.mark.parametrize("preset", ["default", "elcrec-beauty", "adarec-beauty"])
 def test_bf16_autocast_trains_close_to_fp32(preset):
-    """The same first epoch in bf16 and in fp32: finite, and mean losses within 5%."""
+    """The same first epoch in bf16 and in fp32: finite, different (bf16 was in effect), and
+    mean losses within 0.2% (measured: within 1e-5)."""
     means = {}
     for dtype in (None, torch.bfloat16):
         config, splits, model = _tiny_model(preset, ("adarec.max_depth=3",))
@@ -55,7 +56,8 @@ def test_bf16_autocast_trains_close_to_fp32(preset):
         means[dtype] = train_epoch(model, opt, splits.train, batch_size=64, generator=gen,
                                    autocast=dtype)["rec"]
     assert torch.isfinite(torch.tensor(means[torch.bfloat16]))
-    assert means[torch.bfloat16] == pytest.approx(means[None], rel=0.05)
+    assert means[torch.bfloat16] != means[None]  # the same fp32 run twice would be equal
+    assert means[torch.bfloat16] == pytest.approx(means[None], rel=2e-3)
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
