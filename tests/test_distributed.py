@@ -69,10 +69,11 @@ def test_two_processes_give_the_global_batch_gradient(
     assert set(got["grads"]) == set(alone)
     flat = torch.cat([g.flatten() for g in alone.values()])
     both = torch.cat([got["grads"][n].flatten() for n in alone])
-    assert (both - flat).norm() <= 1e-5 * flat.norm()  # the whole gradient
+    tol = ddp_step.TOLERANCE.get(name, 1e-5)
+    assert (both - flat).norm() <= tol * flat.norm()  # the whole gradient
     for param, want in alone.items():  # and each parameter's (1e-8: float noise, ADARec's
         diff = (got["grads"][param] - want).norm()  # router starts near 1e-10)
-        assert diff <= 1e-5 * want.norm() + 1e-8, (param, float(diff), float(want.norm()))
+        assert diff <= tol * want.norm() + 1e-8, (param, float(diff), float(want.norm()))
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

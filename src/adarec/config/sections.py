@@ -153,6 +153,11 @@ class IntentsConfig(Section):
     """Share of a sequence a mask hides."""
     reorder_ratio: Ratio = 0.2
     """Share of a sequence a reorder shuffles."""
+    pool: Literal["real", "all"] = "real"
+    """What the losses pool and flatten: ``all`` (ELCRec's: all ``max_len`` positions,
+    padding included, with padding outputs as ELCRec computes them; full-width passes, so
+    slower on the CPU) or ``real`` (real items only; with ELCRec's clustering weights it
+    collapses the users' representations). docs/method.md#elcrec-pooling."""
 
 
 class ADARecConfig(Section):

@@ -29,7 +29,7 @@ from adarec.model.encoder import SequenceEmbedding, Transformer, attention_mask
 from adarec.model.experts import Gate, route, trajectory_contrast
 from adarec.model.grouping import LengthGrouping, grouped
 from adarec.model.intents import mean_pool
-from adarec.model.interface import Batch, SequenceModel
+from adarec.model.interface import Batch, SequenceModel, full_width_pass, left_pad_ids
 from adarec.model.losses import LossOutput, weigh
 from adarec.model.probes import depth_stats, history_lengths, level_stats, router_stats
 
@@ -170,6 +170,17 @@ class ADARec(SequenceModel):
         """The coarse expert on the clean embedding: the encoder of the intent learning."""
         return self.coarse(self.embedding(input_ids), attention_mask(input_ids))
 
+    def encode_coarse_full(self, input_ids: Tensor) -> Tensor:
+        """`encode_coarse` at full width with padding outputs (ELCRec's pooling, see
+        `SequenceModel.encode_full`)."""
+        return full_width_pass(self.coarse, self.embedding, input_ids)
+
+    def _intent_losses(self, part: nn.Module, inputs: Tensor, coarse0: Tensor) -> dict:
+        if not part.full_width:
+            return part(self.encode_coarse, inputs, coarse0)._asdict()
+        ids = left_pad_ids(inputs, self.embedding.positions.num_embeddings)
+        return part(self.encode_coarse_full, ids, self.encode_coarse_full(ids))._asdict()
+
     def losses(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The named, unweighted losses (with their graphs) and the detached logs
         (`adarec.model.probes`); `loss` weighs them."""
@@ -185,7 +196,7 @@ class ADARec(SequenceModel):
             "expl": global_mean(tr.means["expl"], tr.counts["expl"]),
         }
         for part in self.aux.values():
-            losses.update(part(self.encode_coarse, batch.inputs, tr.coarse0)._asdict())
+            losses.update(self._intent_losses(part, batch.inputs, tr.coarse0))
         stats = {
             **depth_stats(tr.depth, history_lengths(batch.inputs)),
             **router_stats(tr.router, level_mask(tr.depth).T),
@@ -202,4 +213,5 @@ class ADARec(SequenceModel):
         """k-means for the coarse side's intent centres, if any."""
         with self.evaluating():
             for part in self.aux.values():
-                part.initialise(self.encode_coarse, train_inputs, seed)
+                encode = self.encode_coarse_full if part.full_width else self.encode_coarse
+                part.initialise(encode, train_inputs, seed)

@@ -62,6 +62,7 @@ def build_intents(
         centres=IntentCentres(cfg.n_intents, dim), fusion=cfg.fusion,
         temperature=cfg.temperature, assign=cfg.assign, crop_ratio=cfg.crop_ratio,
         mask_ratio=cfg.mask_ratio, reorder_ratio=cfg.reorder_ratio, gram=grouping.gram(fused),
+        pool=cfg.pool,
     )
     weights = {"cluster": cfg.trade_off, "instance": cfg.instance_weight,
                "intent": cfg.intent_weight}

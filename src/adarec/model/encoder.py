@@ -7,24 +7,43 @@ key-padding mask. Inputs are left-padded, item 0 is padding.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from adarec.model.grouping import LengthGrouping, grouped
 
+PaddingQueries = Literal["self", "all"]
 
-def attention_mask(input_ids: torch.Tensor) -> torch.Tensor:
-    """(B, 1, L, L) bool mask, True = may attend: causal, real keys only.
 
-    A query always sees itself, so a padding row never has an empty (NaN) softmax; with
-    left padding a real query's keys are all real anyway, so this changes no real output.
+def attention_mask(input_ids: torch.Tensor, padding_queries: PaddingQueries = "self"
+                   ) -> torch.Tensor:
+    """(B, 1, L, L) bool mask, True = may attend: causal, real keys (id > 0) only.
+
+    A query none of whose causal keys is real (a padding position, or a zero id before the
+    first real item) must see something, or its softmax is empty (NaN):
+
+    * ``"self"`` (default): it sees itself. Cheap, and it changes no real output (with left
+      padding a real query's keys are all real).
+    * ``"all"``: it sees every key of its row, later items included. That is what SASRec's
+      ports in ICLRec and ELCRec compute: their additive mask puts -10000 on every key of
+      such a query, and a constant added to all scores leaves the softmax unchanged. Their
+      padding outputs, which ELCRec's pooling over all positions reads
+      (docs/method.md#elcrec-pooling), are these.
+
+    Real queries get the same mask either way.
     """
     length = input_ids.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
     real_keys = (input_ids > 0)[:, None, None, :]  # (B, 1, 1, L)
-    eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
-    return (causal & real_keys) | eye
+    visible = causal & real_keys
+    if padding_queries == "all":
+        return visible | ~visible.any(-1, keepdim=True)
+    if padding_queries != "self":
+        raise ValueError(f"padding_queries must be 'self' or 'all', got {padding_queries!r}")
+    return visible | torch.eye(length, dtype=torch.bool, device=input_ids.device)
 
 
 class Dropout(nn.Dropout):
@@ -120,11 +139,14 @@ class Transformer(nn.Module):
         return x
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
+        self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
+        whole: bool = False,
     ) -> torch.Tensor:
         """(B, L, D) -> (B, L, D), or (B, 1, D) with ``last_only``: the last position's
-        output alone (the last layer then computes no other query; scoring needs no more)."""
-        grouping = grouped(self.grouping, x)
+        output alone (the last layer then computes no other query; scoring needs no more).
+        ``whole`` runs the batch whole, without length groups: every position's output,
+        padding included, as the mask says (ELCRec's pooling reads them)."""
+        grouping = None if whole else grouped(self.grouping, x)
         if grouping is None:
             return self._layers(x, mask, last_only)
         length = x.shape[1]

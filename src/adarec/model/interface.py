@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adarec.model.encoder import attention_mask
@@ -111,3 +112,26 @@ class SequenceModel(Model):
 
     def score(self, input_ids: Tensor) -> Tensor:
         return self(input_ids, last_only=True)[:, -1] @ self.item_table.T  # (B, C)
+
+    def encode_full(self, input_ids: Tensor) -> Tensor:
+        """(B, L) ids, left-padded to ``max_len`` -> (B, max_len, D): every position's output
+        as SASRec's ports in ICLRec and ELCRec compute it, padding included (a padding query
+        attends to every key of its row, `attention_mask`'s ``"all"``), in one pass without
+        length groups. What ELCRec's pooling over all positions reads
+        (docs/method.md#elcrec-pooling); real positions equal ``forward``'s."""
+        return full_width_pass(self.transformer, self.embedding, input_ids)
+
+
+def full_width_pass(transformer: nn.Module, embedding: nn.Module, input_ids: Tensor) -> Tensor:
+    """``transformer`` over ``embedding`` of ``input_ids`` left-padded to the embedding's
+    ``max_len`` (its number of positions), with padding queries attending to their whole row:
+    see `SequenceModel.encode_full`."""
+    ids = left_pad_ids(input_ids, embedding.positions.num_embeddings)
+    return transformer(embedding(ids), attention_mask(ids, "all"), whole=True)
+
+
+def left_pad_ids(input_ids: Tensor, length: int) -> Tensor:
+    """(B, L) -> (B, length) with zeros on the left (``length >= L``)."""
+    if input_ids.shape[1] > length:
+        raise ValueError(f"inputs of width {input_ids.shape[1]} exceed max_len={length}")
+    return F.pad(input_ids, (length - input_ids.shape[1], 0))

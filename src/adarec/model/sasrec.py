@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from adarec.model.encoder import SequenceEmbedding, Transformer
-from adarec.model.interface import Batch, SequenceModel
+from adarec.model.interface import Batch, SequenceModel, left_pad_ids
 from adarec.model.losses import LossOutput, weigh
 
 __all__ = ["Batch", "SASRec"]  # Batch: re-exported for older imports (it lives in interface)
@@ -33,15 +33,27 @@ class SASRec(SequenceModel):
         self.aux = nn.ModuleDict(aux or {})
         self.loss_weights = {"rec": 1.0, **(loss_weights or {})}
 
+    @property
+    def full_width(self) -> bool:
+        """Whether a part reads every position's output at full width (ELCRec's pooling)."""
+        return any(getattr(part, "full_width", False) for part in self.aux.values())
+
     def loss(self, batch: Batch) -> LossOutput:
-        hidden = self(batch.inputs)  # (B, L, D)
-        losses = {"rec": self.rec_loss(hidden, batch.targets, self.item_table, batch.inputs)}
+        if self.full_width:  # one full-width pass serves the rec loss and the parts
+            width = self.embedding.positions.num_embeddings
+            inputs, targets = (left_pad_ids(x, width) for x in (batch.inputs, batch.targets))
+            encode, hidden = self.encode_full, self.encode_full(inputs)
+        else:
+            inputs, targets, encode = batch.inputs, batch.targets, self
+            hidden = self(inputs)  # (B, L, D)
+        losses = {"rec": self.rec_loss(hidden, targets, self.item_table, inputs)}
         for part in self.aux.values():
-            losses.update(part(self, batch.inputs, hidden)._asdict())
+            losses.update(part(encode, inputs, hidden)._asdict())
         return weigh(losses, self.loss_weights)
 
     def before_training(self, train_inputs: torch.Tensor, seed: int) -> None:
         """Let each auxiliary part prepare itself (ELCRec: k-means on the centres)."""
+        encode = self.encode_full if self.full_width else self
         with self.evaluating():
             for part in self.aux.values():
-                part.initialise(self, train_inputs, seed)
+                part.initialise(encode, train_inputs, seed)
