@@ -343,3 +343,22 @@ def test_the_cli_refuses_options_that_would_change_a_resumed_run(tmp_path):
                                       "--set", "train.lr=1"])
     assert isinstance(result.exception, AdarecError)
     assert "--seed, --set would change the run" in str(result.exception)
+
+
+def test_resume_refuses_other_data_of_the_same_size(tmp_path):
+    """The same counts (users, items, interactions, max_len) but other contents: the data
+    fingerprint tells them apart, and the resume is refused before any training."""
+    data = tmp_path / "log.txt"
+    rows = [[u] + [(u + 3 * j) % 40 + 1 for j in range(5 + u % 4)] for u in range(1, 81)]
+
+    def write() -> None:
+        data.write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+
+    write()
+    cfg = config("default", tmp_path, "data.dataset=file", f"data.data_file={data}",
+                 "train.max_epochs=1")
+    run_dir, _ = fit(cfg, run_name="fp", progress=False)
+    rows[2][1], rows[2][2] = rows[2][2], rows[2][1]  # every count stays, the contents change
+    write()
+    with pytest.raises(AdarecError, match="fingerprint"):
+        fit(resume_config(run_dir, max_epochs=2), progress=False, resume=run_dir)

@@ -154,10 +154,15 @@ def resumable(run_dir: Path, config: RunConfig) -> bool:
     return stop == "interrupted" or reopens(load_last(run_dir)[1], config)
 
 
-def check_same_data(saved: dict[str, Any], info: DataInfo, run_dir: Path) -> None:
-    """Refuse to resume on data other than the run's (``saved``: its ``data_info``)."""
+def check_resume_data(saved: dict[str, Any], info: DataInfo, run_dir: Path) -> None:
+    """Refuse to resume on data other than the run's (``saved``: its ``data_info``): the
+    counts, and the data fingerprint where the run recorded one (runs written before
+    fingerprints are checked on counts only), so a file of the same size with other
+    contents is refused too."""
     now = dataclasses.asdict(info)
     keys = ("n_users", "n_items", "n_interactions", "max_len")
+    if saved.get("fingerprint"):
+        keys += ("fingerprint",)
     if any(saved.get(k) != now[k] for k in keys):
         got = ", ".join(f"{k} {saved.get(k)} -> {now[k]}" for k in keys if saved.get(k) != now[k])
         raise AdarecError(f"the data of {run_dir} has changed since it was trained ({got}); "

@@ -46,7 +46,7 @@ from adarec.probe import final_pass
 from adarec.resume import (
     LAST,
     Progress,
-    check_same_data,
+    check_resume_data,
     load_last,
     read_sessions,
     record_session,
@@ -537,7 +537,7 @@ def _fit(
         run_dir = distributed.from_main(lambda: new_run_dir(config, run_name))
     else:
         run_dir = resume
-        check_same_data(last["data_info"], info, run_dir)
+        check_resume_data(last["data_info"], info, run_dir)
         if main:
             remove_stale_temporaries(run_dir)
         model.load_state_dict(last["state_dict"])
