@@ -324,3 +324,23 @@ def test_numbers_too_large_for_the_machine(where: Path, args: list[str], match: 
 def test_evaluate_shorten_beyond_the_model(trained: Path):
     user_error(run_cli("evaluate", trained, "--shorten-seq-to", "10000000000000000000000"),
                "max_len")
+
+
+# --- output paths and names that match nothing (issue 45, point 2) -----------------------------
+
+
+def test_export_output_is_a_folder(trained: Path, where: Path):
+    (where / "out").mkdir()
+    user_error(run_cli("export", trained, "--format", "onnx", "--output", "out"), "is a folder")
+
+
+def test_report_output_is_a_file(trained: Path, where: Path):
+    (where / "report.md").write_text("kept\n")
+    user_error(run_cli("report", trained, "--output", "report.md", "--no-replay"), "is a file")
+    assert (where / "report.md").read_text() == "kept\n"
+
+
+def test_report_baseline_that_matches_no_run(trained: Path, where: Path):
+    user_error(run_cli("report", trained, "--output", "rep", "--baseline", "nosuch-preset",
+                       "--no-replay"), "--baseline nosuch-preset matches no run")
+    assert not (where / "rep").exists()

@@ -288,6 +288,9 @@ def serve(
     max_body_bytes: Annotated[int, Opt(help="Longest request body.")] = 1 << 20,
     gather: Annotated[bool, Opt(help="Score concurrent requests together.")] = True,
     wait_ms: Annotated[float, Opt(help="With --gather: wait this long for company.")] = 0.0,
+    max_queue: Annotated[int, Opt(help="Most histories waiting or being scored; beyond, "
+                                  "503 with Retry-After (0: no limit).")] = 64,
+    retry_after_s: Annotated[int, Opt(help="Retry-After of a 503, seconds.")] = 1,
     access_log: Annotated[bool, Opt(help="Log every request.")] = False,
     keep_alive_s: Annotated[int, Opt(help="Close idle connections after this long.")] = 30,
 ) -> None:
@@ -303,10 +306,12 @@ def serve(
 
     if max_batch < 1 or max_body_bytes < 1 or wait_ms < 0:
         raise AdarecError("--max-batch and --max-body-bytes must be >= 1, --wait-ms >= 0")
+    if max_queue < 0 or retry_after_s < 0:
+        raise AdarecError("--max-queue and --retry-after-s must be >= 0")
     rec = load_recommender(run, engine=engine, device=device, threads=threads,
                            item_map=item_map, model_ids=model_ids, onnx=onnx)
     limits = Limits(max_body_bytes=max_body_bytes, max_batch=max_batch, gather=gather,
-                    wait_ms=wait_ms)
+                    wait_ms=wait_ms, max_queue=max_queue, retry_after_s=retry_after_s)
     meta = rec.metadata
     typer.echo(f"serving {meta['checkpoint']} ({meta['model']}, {meta['n_items']} items, "
                f"{meta['item_ids']} ids, engine {meta['engine']}) on http://{host}:{port}")
@@ -323,9 +328,11 @@ def export_cmd(
     """Write the scoring graph: history (B, max_len) int64 -> scores (B, n_items + 1)."""
     from adarec.checkpoint import load_checkpoint, model_from_checkpoint
     from adarec.export import export_onnx
+    from adarec.inputs import check_output_file
 
     if format_ != "onnx":
         raise AdarecError(f"--format must be onnx, got {format_!r}")
+    check_output_file(output, option="--output")
     path = run / "best.pt" if run.is_dir() else run
     model, _, info = model_from_checkpoint(load_checkpoint(path))
     size = export_onnx(model, output, n_items=info.n_items, max_len=info.max_len)

@@ -6,6 +6,7 @@ import re
 import statistics
 from pathlib import Path
 
+from adarec.errors import AdarecError
 from adarec.paper import METRICS, paper_row
 from adarec.report import figures
 from adarec.report.compare import MASK, Comparison, compare, has_outcomes
@@ -136,7 +137,17 @@ def build_report(paths: list[Path], output: Path, *, baseline: str | None = None
                  data_dir: Path | None = None, device: str = "auto") -> Path:
     """Write ``output/report.md`` and its figures from every run under ``paths``; runs with
     a checkpoint but no stored final pass get one first (``replay_checkpoints``)."""
+    if output.exists() and not output.is_dir():
+        raise AdarecError(f"--output {output} is a file; give a folder for report.md and "
+                          "the figures")
     runs = find_runs(paths)
+    if baseline is not None:
+        groups = [g for gs in group_runs(runs).values() for g in gs]
+        if not any(g.name == baseline or g.first.config.get("preset") == baseline
+                   for g in groups):
+            names = ", ".join(sorted({g.name for g in groups}))
+            raise AdarecError(f"--baseline {baseline} matches no run group or preset here "
+                              f"(groups: {names})")
     stale = [r for r in runs if replay_checkpoints and needs_replay(r)]
     for run in stale:
         replay(run, data_dir=data_dir, device=device)
