@@ -71,7 +71,7 @@ def test_health_and_metadata(client):
     assert (meta["item_ids"], meta["engine"], meta["commit"]) == ("model", "torch", "abc1234")
     assert meta["epoch"] == 3 and meta["config"]["hidden_size"] == 16
     assert meta["limits"] == {"max_body_bytes": 4096, "max_batch": 4, "gather": True,
-                              "wait_ms": 0.0}
+                              "wait_ms": 0.0, "max_queue": 32, "retry_after_s": 1}
 
 
 @pytest.mark.parametrize("exclude", [True, False])
@@ -386,3 +386,51 @@ def test_original_ids_through_the_item_map_beside_the_data_file(imported):
         assert unknown.status_code == 422 and "unknown item id 'nope'" in unknown.json()["error"]
         model_id = c.post("/recommend", json={"history": [1]})  # 1 is no original id here
         assert model_id.status_code == 422
+
+
+@pytest.mark.parametrize("times", [3, 500])
+def test_a_body_over_the_limit_gets_413_not_a_reset(url, times):
+    """The client is still sending when the server refuses: the server reads and drops the
+    rest, so the client reads the 413 (a reset connection before: issue 45)."""
+    body = b'{"history": [' + b"1, " * (times * LIMITS.max_body_bytes // 3) + b'1], "k": 3}'
+    assert len(body) > times * LIMITS.max_body_bytes - 10
+    with httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/recommend", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert "over the limit" in r.json()["error"]
+    with httpx.Client(base_url=url, timeout=30) as c:  # and the server goes on
+        assert c.post("/recommend", json={"history": [1, 2], "k": 3}).status_code == 200
+
+
+class SlowEngine(CountingEngine):
+    """Each forward pass takes ``seconds``: a server at its capacity."""
+
+    def __init__(self, engine, seconds: float) -> None:
+        super().__init__(engine)
+        self.seconds = seconds
+
+    def __call__(self, history):
+        time.sleep(self.seconds)
+        return super().__call__(history)
+
+
+@pytest.mark.parametrize("gather", [True, False], ids=["gathered", "one by one"])
+def test_overload_is_shed_with_503_and_retry_after(checkpoint, gather):
+    rec = load_recommender(checkpoint.parent)
+    rec.engine = slow = SlowEngine(rec.engine, seconds=0.3)
+    limits = Limits(max_queue=2, retry_after_s=3, gather=gather, max_batch=2)
+    with live_server(create_app(rec, limits)) as base:
+        with httpx.Client(base_url=base, timeout=30) as c, ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(
+                lambda h: c.post("/recommend", json={"history": [h % N_ITEMS + 1], "k": 3}),
+                range(12)))
+            codes = [r.status_code for r in answers]
+            assert set(codes) == {200, 503}, codes
+            assert 2 <= codes.count(200) < 12
+            shed = [r for r in answers if r.status_code == 503]
+            assert all(r.headers["retry-after"] == "3" for r in shed)
+            assert "overloaded" in shed[0].json()["error"]
+            assert c.get("/health").status_code == 200  # never shed
+            # Once the requests in flight are answered, requests are admitted again.
+            assert c.post("/recommend", json={"history": [1], "k": 3}).status_code == 200
+    assert slow.calls <= codes.count(200) + 1

@@ -288,8 +288,8 @@ def serve(
     max_body_bytes: Annotated[int, Opt(help="Longest request body.")] = 1 << 20,
     gather: Annotated[bool, Opt(help="Score concurrent requests together.")] = True,
     wait_ms: Annotated[float, Opt(help="With --gather: wait this long for company.")] = 0.0,
-    max_queue: Annotated[int, Opt(help="Most histories waiting or being scored; beyond, "
-                                  "503 with Retry-After (0: no limit).")] = 64,
+    max_queue: Annotated[int, Opt(help="Most recommendation requests in flight; beyond, "
+                                  "503 with Retry-After at once (0: no limit).")] = 32,
     retry_after_s: Annotated[int, Opt(help="Retry-After of a 503, seconds.")] = 1,
     access_log: Annotated[bool, Opt(help="Log every request.")] = False,
     keep_alive_s: Annotated[int, Opt(help="Close idle connections after this long.")] = 30,

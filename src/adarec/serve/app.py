@@ -3,7 +3,8 @@
 Every bad request gets a 4xx with ``{"error": "...", "detail": ...}`` and the server goes
 on serving: 413 for a body over the limit, 415 for a body of another content type, 422 for
 malformed JSON, wrong types, empty histories, unknown items, k outside 1..n_items or too
-many histories, 404/405 for unknown paths and methods.
+many histories, 404/405 for unknown paths and methods. Beyond the admission limit
+(``Limits.max_queue``) a recommendation request gets 503 with ``Retry-After`` at once.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Limits:
     max_batch: int = 256
     gather: bool = True
     wait_ms: float = 0.0
+    max_queue: int = 32
+    """Most recommendation requests admitted and unanswered at a time; beyond, 503 at once
+    (0: no limit). See `Admission`."""
+    retry_after_s: int = 1
+    """The ``Retry-After`` of a 503."""
 
 
 def get_recommender(request: Request) -> Recommender:
@@ -61,7 +67,7 @@ def get_limits(request: Request) -> Limits:
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 WorkerDep = Annotated[InferenceWorker, Depends(get_worker)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
-ERRORS = {code: {"model": ErrorBody} for code in (413, 415, 422)}
+ERRORS = {code: {"model": ErrorBody} for code in (413, 415, 422, 503)}
 
 
 def create_app(recommender: Recommender, limits: Limits | None = None) -> FastAPI:
@@ -83,6 +89,9 @@ def create_app(recommender: Recommender, limits: Limits | None = None) -> FastAP
                   lifespan=lifespan)
     app.state.recommender, app.state.limits = recommender, limits
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if limits.max_queue:  # added last: it runs first, before the body is read
+        app.add_middleware(Admission, max_in_flight=limits.max_queue,
+                           retry_after_s=limits.retry_after_s)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(HTTPException, _http_error)
@@ -206,3 +215,36 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = _error(413, f"the request body is over the limit of {self.max_bytes} bytes")
         await response(scope, receive, send)
+
+
+class Admission:
+    """ASGI middleware: at most ``max_in_flight`` recommendation requests (``POST
+    /recommend...``) admitted and unanswered at a time; one more is answered 503 with
+    ``Retry-After`` at once, before its body is read or parsed, so that shedding costs far
+    less than serving and an admitted request waits behind at most ``max_in_flight`` others
+    (docs/serving.md#overload). Health and metadata are always admitted."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, retry_after_s: int) -> None:
+        self.app, self.max_in_flight = app, max_in_flight
+        self.in_flight = 0
+        body = (b'{"error":"overloaded: ' + str(max_in_flight).encode()
+                + b' requests in flight; retry later","detail":null}')
+        self.headers = [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", str(retry_after_s).encode())]
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] != "POST"
+                or not scope["path"].startswith("/recommend")):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await send({"type": "http.response.start", "status": 503, "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
