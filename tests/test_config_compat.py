@@ -107,7 +107,8 @@ def test_an_old_run_directory_config_yaml_loads(tmp_path: Path):
 
 def _old_layout(config) -> dict[str, Any]:
     data = config.to_dict()
-    data["train"].update(data.pop("runtime"))
+    # The old layout had the runtime keys of its day in [train]; later keys did not exist.
+    data["train"].update({k: v for k, v in data.pop("runtime").items() if k in RUNTIME})
     data["release"]["depths"] = ";".join(",".join(map(str, m)) for m in data["release"]["depths"])
     return data
 

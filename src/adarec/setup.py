@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from adarec import distributed
+from adarec.budget import check_memory
 from adarec.config import DataConfig, RunConfig, RuntimeConfig, TrainConfig
 from adarec.data.checks import check_same_data
 from adarec.data.load import DataInfo, load_sequences, make_splits
@@ -115,6 +116,9 @@ def setup_run(config: RunConfig) -> Run:
     device = distributed.start(resolve_device(r.device))
     set_matmul_precision(r.precision)
     splits, info = prepare_data(config)
+    check_memory(config, n_items=info.n_items, max_len=info.max_len,
+                 train_rows=len(splits.train), device=device,
+                 eval_batch_size=eval_batch_size(r, device))
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
     if world.size > 1:
         seed_process(t.seed + world.rank)

@@ -318,6 +318,9 @@ class RuntimeConfig(Section):
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = "default"
     """``torch.compile``'s mode (``reduce-overhead`` = CUDA graphs)."""
+    memory_check: Bool = True
+    """Refuse, before building anything, a configuration whose estimated memory (from below)
+    exceeds the device's free memory (docs/configuration.md#memory-check)."""
 
 
 class RunConfig(Section):
