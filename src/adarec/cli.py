@@ -112,9 +112,44 @@ def train(
     # Absolute data paths, so the run can be evaluated from any directory.
     cfg = _apply_named(cfg, {"data.data_file": absolute(cfg.data.data_file),
                              "data.data_dir": absolute(cfg.data.data_dir)})
-    run_dir, results = fit(cfg, run_name=run_name, progress=progress,
-                           command=_command_line())
+    restarted = _elastic_restart(cfg, run_name)
+    if restarted is not None:  # torchrun restarted the job: go on from the run's last.pt
+        cfg = resume_config(restarted)
+        run_dir, results = fit(cfg, progress=progress, command=_command_line(),
+                               resume=restarted)
+    else:
+        run_dir, results = fit(cfg, run_name=run_name, progress=progress,
+                               command=_command_line())
     _report_run(run_dir, results, cfg)
+
+
+def _elastic_restart(cfg, run_name: str | None) -> Path | None:
+    """Under ``torchrun --max-restarts N`` (N > 0), the run directory a restarted job resumes
+    (docs/distributed.md#a-lost-worker): torchrun restarts every process with the same
+    command after one dies, and each then goes on from ``<output_dir>/<run_name>/last.pt``.
+    So such a job needs ``--run-name``, and its first attempt a name not yet taken.
+    None: not a restart (or nothing saved yet: the restart starts the run afresh)."""
+    import os
+
+    max_restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if max_restarts <= 0:
+        return None
+    if run_name is None:
+        raise AdarecError("under torchrun --max-restarts, give --run-name: a restarted job "
+                          "resumes the run of that name from its last.pt")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
+        # torchrun then shares its rendezvous store with the process group, and a restarted
+        # group reads the dead group's addresses: pytorch/pytorch#135712.
+        raise AdarecError("torchrun --max-restarts needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                          "in torchrun's environment, or a restarted group cannot connect")
+    run_dir = Path(cfg.output_dir) / run_name
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0:
+        # Rank 0 alone checks: it makes the directory, maybe before another rank looks.
+        if os.environ.get("RANK", "0") == "0" and run_dir.exists():
+            raise AdarecError(f"{run_dir} exists; under torchrun --max-restarts give a new "
+                              f"--run-name (or continue that run with --resume {run_dir})")
+        return None
+    return run_dir if (run_dir / "last.pt").is_file() else None
 
 
 def _report_run(run_dir: Path, results: dict, cfg) -> None:
