@@ -18,6 +18,13 @@ runs several such chains side by side. Each trial must end with the lone run's p
 losses and validation metrics and its test results, exactly; a kill counts as identical
 when its trial does. Prints one line per kill (where it landed) and ``N/N identical``;
 exits 1 otherwise.
+
+With ``--torchrun N`` the run trains under ``torchrun --nproc_per_node N --max-restarts
+--kills`` on the CPU instead (docs/distributed.md#a-lost-worker): the reference is the same
+job left alone; then each trial is one job in which one worker, a random rank, is SIGKILLed
+at a random moment of the same window; torchrun restarts every process, they resume from
+``last.pt``, and the job must end with the reference's logs and test results. Prints one
+line per trial and ``N/N identical``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from adarec.distributed import worker_pids
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -164,6 +173,78 @@ class Chain:
             trial, attempt = trial + 1, 0
 
 
+def run_alone(command: list[str], work: Path, env: dict[str, str]
+              ) -> tuple[float | None, float | None]:
+    """Run ``command --run-name alone`` to its end: (seconds to its first last.pt, which ends
+    its set-up of imports, data and model, and where timed kills may begin; seconds in all),
+    or (None, None) when it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*command, "--run-name", "alone"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    setup = None
+    while proc.poll() is None:
+        if setup is None and (work / "alone" / "last.pt").is_file():
+            setup = time.perf_counter() - t0
+        time.sleep(0.05)
+    if proc.returncode != 0:
+        print(f"the run left alone failed ({proc.returncode})")
+        return None, None
+    return setup, time.perf_counter() - t0
+
+
+def torchrun_trials(args: argparse.Namespace, work: Path, env: dict[str, str]) -> int:
+    """``--torchrun N``: see the module docstring."""
+    env = {**env, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", str(args.torchrun), "--max-restarts", str(max(args.kills, 1)),
+               "-m", "adarec", "train", "--no-progress", "--preset", args.preset, "--device",
+               "cpu", "--output-dir", str(work),
+               *[a for o in args.overrides for a in ("--set", o)]]
+    setup, alone = run_alone(command, work, env)
+    if alone is None:
+        return 1
+    reference = outcome(work / "alone")
+    print(f"left alone: {reference['epochs_run']} epochs on {args.torchrun} processes, "
+          f"{alone:.1f} s ({setup or 0:.1f} s to its first last.pt)", flush=True)
+    rng = random.Random(args.seed)
+    trials = []
+    for trial in range(args.kills):
+        run_dir = work / f"trial{trial}"
+        delay = rng.uniform(setup or 0.0, 0.9 * alone)  # a job may end sooner than alone
+        job = subprocess.Popen([*command, "--run-name", run_dir.name], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        start, killed = time.perf_counter(), None
+        while killed is None and job.poll() is None:
+            if time.perf_counter() - start >= delay:
+                ranks = worker_pids(job.pid)
+                if ranks:
+                    rank = rng.choice(sorted(ranks))
+                    os.kill(ranks[rank], signal.SIGKILL)
+                    killed = (rank, last_epoch(run_dir))
+            time.sleep(0.02)
+        _, stderr = job.communicate(timeout=3600)
+        same = job.returncode == 0 and outcome(run_dir) == reference
+        where = ("not killed (the job ended first)" if killed is None else
+                 f"rank {killed[0]} killed after {delay:.1f} s, last.pt at {killed[1]}")
+        trials.append({"trial": trial, "delay_s": delay, "killed_rank": killed and killed[0],
+                       "last_pt": killed and killed[1], "returncode": job.returncode,
+                       "identical": same})
+        print(f"trial {trial}: {where}; exit {job.returncode}, "
+              f"{'identical' if same else 'DIFFERENT'}", flush=True)
+        if job.returncode != 0:
+            print(stderr[-2000:], flush=True)
+    killed = [t for t in trials if t["killed_rank"] is not None]
+    print(f"{sum(t['identical'] for t in killed)}/{len(killed)} killed jobs identical; "
+          f"{len(trials) - len(killed)} ended before their kill time, "
+          f"{sum(t['identical'] for t in trials if t not in killed)} of them identical",
+          flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"preset": args.preset, "overrides": args.overrides,
+                                         "processes": args.torchrun, "alone_seconds": alone,
+                                         "setup_seconds": setup, "trials": trials}, indent=2))
+    return 0 if killed and all(t["identical"] for t in trials) else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", required=True)
@@ -176,27 +257,21 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temp folder)")
     p.add_argument("--json", type=Path, help="write every kill and trial here")
+    p.add_argument("--torchrun", type=int, metavar="N",
+                   help="train under torchrun with N CPU processes and kill one worker per "
+                        "trial (torchrun --max-restarts restarts the job)")
     args = p.parse_args()
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("ADAREC_KILL_IN_WRITE", None)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kill_resume-"))
+    if args.torchrun:
+        return torchrun_trials(args, work, env)
     base = [sys.executable, "-m", "adarec", "train", "--no-progress"]
     fresh = [*base, "--preset", args.preset, "--device", "cpu", "--output-dir", str(work),
              *[a for o in args.overrides for a in ("--set", o)]]
 
-    # The run left alone; the moment its first last.pt appears ends its set-up (imports,
-    # data, model): timed kills fall between then and its end.
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([*fresh, "--run-name", "alone"], env=env,
-                            stdout=subprocess.DEVNULL)
-    setup = None
-    while proc.poll() is None:
-        if setup is None and (work / "alone" / "last.pt").is_file():
-            setup = time.perf_counter() - t0
-        time.sleep(0.1)
-    alone = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(f"the run left alone failed ({proc.returncode})")
+    setup, alone = run_alone(fresh, work, env)
+    if alone is None:
         return 1
     reference = outcome(work / "alone")
     lines = (work / "alone" / "metrics.jsonl").read_text().count("\n")

@@ -169,24 +169,6 @@ def test_commands_that_train_several_runs_refuse_torchrun(
     user_error(run_cli(command, *args), "under torchrun only `adarec train`")
 
 
-def _workers(parent: int) -> dict[int, int]:
-    """{rank: pid} of the processes torchrun ``parent`` started (Linux /proc)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            env = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent:
-            for item in env:
-                if item.startswith(b"RANK="):
-                    found[int(item[5:])] = int(entry.name)
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 def test_a_worker_killed_mid_run_is_restarted_and_resumes_exactly(
     ddp_run: Path, tmp_path: Path,
@@ -212,7 +194,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_resumes_exactly(
     while killed is None and time.monotonic() < deadline and job.poll() is None:
         metrics = run_dir / "metrics.jsonl"
         if metrics.exists() and metrics.read_text().count("\n") >= 1:
-            ranks = _workers(job.pid)
+            ranks = distributed.worker_pids(job.pid)
             if 1 in ranks:
                 os.kill(ranks[1], signal.SIGKILL)
                 killed = ranks[1]
@@ -221,7 +203,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_resumes_exactly(
         out, _ = job.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         job.kill()  # torchrun's workers are its process group's; end them too
-        for pid in _workers(job.pid).values():
+        for pid in distributed.worker_pids(job.pid).values():
             os.kill(pid, signal.SIGKILL)
         out, _ = job.communicate()
         if len(lines(run_dir)) < 3 and "Traceback" not in out:

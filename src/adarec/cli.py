@@ -79,7 +79,7 @@ def train(
     """Train to early stopping on validation NDCG@20, then test the best checkpoint once."""
     from adarec.config import load_config
     from adarec.inputs import absolute, check_run_name, read_text_file
-    from adarec.resume import refuse_changes, resume_config
+    from adarec.resume import refuse_changes, resumable, resume_config
     from adarec.train import fit
 
     if resume is not None:
@@ -114,7 +114,13 @@ def train(
                              "data.data_dir": absolute(cfg.data.data_dir)})
     restarted = _elastic_restart(cfg, run_name)
     if restarted is not None:  # torchrun restarted the job: go on from the run's last.pt
-        cfg = resume_config(restarted)
+        cfg = resume_config(restarted, finished_ok=True)
+        if not resumable(restarted, cfg):  # a worker died after the results were written
+            import json
+
+            results = json.loads((restarted / "results.json").read_text())
+            _report_run(restarted, results, cfg)
+            return
         run_dir, results = fit(cfg, progress=progress, command=_command_line(),
                                resume=restarted)
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import torch
@@ -276,3 +277,26 @@ def any_true(flag: bool | Tensor, device: torch.device | None = None) -> bool:
         return bool(flag)
     t = torch.as_tensor(flag, dtype=torch.float32, device=device or _comm_device()).reshape(1)
     return bool(sum_tensor(t.to(_comm_device())) > 0)
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """``{rank: pid}`` of the processes that the torchrun process ``parent`` started, read
+    from Linux's /proc (empty elsewhere): for tools that kill a worker on purpose
+    (`benchmarks/kill_resume.py`, tests; docs/distributed.md#a-lost-worker)."""
+    found: dict[int, int] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.update({int(item[5:]): int(entry.name) for item in env
+                          if item.startswith(b"RANK=")})
+    return found
+
