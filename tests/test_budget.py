@@ -66,3 +66,14 @@ def test_memory_check_false_lets_it_through(monkeypatch):
 def test_available_memory_is_read():
     free = budget.available_bytes(CPU)
     assert free is None or free > 0
+
+
+def test_chunked_and_sampled_losses_need_less_than_full_softmax():
+    big = {"n_items": 1_000_000, "max_len": 50, "train_rows": 10**6, "eval_batch_size": 64}
+    full = budget.estimate(load_config("sasrec-beauty"), **big)
+    assert full.activations > 90 * budget.GIB  # a (256 x 50) x 1M logit matrix, twice
+    for setting in ("model.ce_chunk_items=8192", "model.rec_loss=sampled_softmax",
+                    "model.rec_loss=gbce"):
+        est = budget.estimate(load_config("sasrec-beauty", overrides=[setting]), **big)
+        assert est.activations < 2 * budget.GIB, setting
+

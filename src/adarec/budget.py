@@ -16,8 +16,9 @@ of a training step, at most the training rows):
   ADARec: 2 experts unless ``adarec.experts=1``);
 * training activations: ``R L D`` per layer and pass, 8 numbers a position (the 4x
   feed-forward's inner width and the attention's inputs), plus the attention
-  probabilities ``R heads L^2``; full-softmax cross-entropy (``rec_loss=ce``) adds its
-  logits and their gradient, ``2 R L (n_items + 1)``;
+  probabilities ``R heads L^2``; the recommendation loss adds its logits and their
+  gradient, ``2 R L w``: ``w = n_items + 1`` for ``rec_loss=ce`` (``ce_chunk_items`` when
+  set), ``negatives + 1`` for ``sampled_softmax`` and ``gbce``;
 * evaluation: one block of scores, ``eval_batch_size (n_items + 1)``, and its masked copy.
 """
 
@@ -72,8 +73,11 @@ def estimate(config: RunConfig, *, n_items: int, max_len: int, train_rows: int,
     rows = min(int(config.train.batch_size), max(train_rows, 1))
     per_layer = rows * max_len * (8 * d + heads * max_len)
     activations = BYTES * passes * layers * per_layer
-    if m.rec_loss == "ce":
-        activations += BYTES * 2 * rows * max_len * (n_items + 1)
+    # Logits and their gradient: every item for ``ce`` (a chunk of them with
+    # ``ce_chunk_items``), the shared negatives for the sampled losses.
+    width = {"ce": min(m.ce_chunk_items or n_items + 1, n_items + 1),
+             "sampled_softmax": m.negatives + 1, "gbce": m.negatives + 1}.get(m.rec_loss, 0)
+    activations += BYTES * 2 * rows * max_len * width
     evaluation = BYTES * 2 * eval_batch_size * (n_items + 1)
     return Estimate(weights, activations, evaluation)
 

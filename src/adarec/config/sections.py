@@ -116,9 +116,18 @@ class ModelConfig(Section):
     """Dropout on attention probabilities, in [0, 1)."""
     hidden_dropout: Dropout = 0.5
     """Dropout on embeddings and sub-layer outputs, in [0, 1)."""
-    rec_loss: Literal["ce", "bce"] = "ce"
-    """``ce`` (full-softmax cross-entropy) or ``bce`` (one sampled negative per position, as
-    the original release trains)."""
+    rec_loss: Literal["ce", "bce", "sampled_softmax", "gbce"] = "ce"
+    """``ce`` (full-softmax cross-entropy), ``bce`` (one sampled negative per position, as
+    the original release trains), or for large catalogues ``sampled_softmax`` (``negatives``
+    uniform negatives shared by the batch, logQ-corrected) and ``gbce`` (gSASRec's
+    calibrated BCE, ``gbce_t``); docs/method.md#losses-for-large-catalogues."""
+    negatives: PositiveInt = 256
+    """Negatives per batch of ``sampled_softmax`` and ``gbce``."""
+    gbce_t: Ratio = 0.75
+    """gBCE's calibration t in [0, 1]: 0 is plain BCE, 1 fully calibrated (gSASRec's 0.75)."""
+    ce_chunk_items: PositiveInt | None = None
+    """``ce`` computed this many items at a time, forward and backward (the same value and
+    gradients without the (positions x items) logit matrix in memory); null: all at once."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -69,6 +69,11 @@ def build_intents(
     return part, weights
 
 
+def _rec_loss(cfg: ModelConfig, n_items: int) -> nn.Module:
+    return rec_loss(cfg.rec_loss, n_items, negatives=cfg.negatives, gbce_t=cfg.gbce_t,
+                    chunk_items=cfg.ce_chunk_items)
+
+
 def _transformer(cfg: ModelConfig, grouping: Grouping) -> Transformer:
     return Transformer(
         dim=cfg.hidden_size, n_layers=cfg.num_layers, n_heads=cfg.num_heads,
@@ -114,7 +119,7 @@ def _adarec(
     return ADARec(
         embedding=embedding, controller=controller, diffusion=diffusion, fine=fine,
         coarse=fine if one_expert else _transformer(config.model, grouping), router=router,
-        gate=Gate(dim), rec_loss=rec_loss(config.model.rec_loss, n_items), intents=intents,
+        gate=Gate(dim), rec_loss=_rec_loss(config.model, n_items), intents=intents,
         cont_temperature=a.cont_temperature, loss_weights=weights, grouping=grouping(dim),
     )
 
@@ -138,7 +143,7 @@ def _release(config: RunConfig, n_items: int, max_len: int, grouping: Grouping
                 else last_state_real_steps),
             centres=IntentCentres(i.n_intents, m.hidden_size),
             alpha_bars=schedule[[d - 1 for d in depths]],
-            rec_loss=rec_loss(m.rec_loss, n_items), loss_weights=weights,
+            rec_loss=_rec_loss(m, n_items), loss_weights=weights,
             temperature=i.temperature, view_passes=r.view_passes,
             # Fewer, wider groups than the encoder's: each group runs the controller's GRU
             # over its own width, one step at a time (measured on Beauty at width 256: a
@@ -176,7 +181,7 @@ def build_model(
             aux["intents"], weights = build_intents(config.intents, cfg.hidden_size, grouping)
         model = SASRec(
             embedding=embedding, transformer=_transformer(cfg, grouping),
-            rec_loss=rec_loss(cfg.rec_loss, n_items), aux=aux, loss_weights=weights,
+            rec_loss=_rec_loss(cfg, n_items), aux=aux, loss_weights=weights,
         )
     init_weights(model)
     if cfg.name == "release":  # its controllers keep PyTorch's defaults, as in the release
