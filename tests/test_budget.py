@@ -77,3 +77,17 @@ def test_chunked_and_sampled_losses_need_less_than_full_softmax():
         est = budget.estimate(load_config("sasrec-beauty", overrides=[setting]), **big)
         assert est.activations < 2 * budget.GIB, setting
 
+
+
+def test_the_default_evaluation_batch_shrinks_for_large_catalogues():
+    from adarec.setup import EVAL_BLOCK_BYTES, eval_batch_size
+
+    runtime = load_config().runtime
+    gpu = torch.device("cuda")
+    # The benchmark catalogues keep the defaults (their results do not move).
+    assert eval_batch_size(runtime, CPU, 20033) == 512
+    assert eval_batch_size(runtime, gpu, 20033) == 2048
+    big = eval_batch_size(runtime, CPU, 1_000_000)
+    assert big == 44 and 12 * big * 1_000_001 <= EVAL_BLOCK_BYTES
+    fixed = load_config(overrides=["runtime.eval_batch_size=1000"]).runtime
+    assert eval_batch_size(fixed, CPU, 1_000_000) == 1000  # a configured size is kept

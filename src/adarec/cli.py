@@ -264,7 +264,7 @@ def evaluate_cmd(
     model.to(dev).eval()
     mask = history_mask or cfg.train.history_mask
     result = evaluate(model.score, ev.to(dev), info.n_items, history_mask=mask, ties=ties,
-                      batch_size=eval_batch_size(cfg.runtime, dev))
+                      batch_size=eval_batch_size(cfg.runtime, dev, info.n_items))
     typer.echo(f"{path}: {split} split, {result['all']['users']} users, history_mask={mask}"
                + (f", shorten_seq_to={k}" if k else "") + f", ties={ties}")
     typer.echo(_metrics_table({b: m for b, m in result.items()}))

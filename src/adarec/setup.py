@@ -68,11 +68,21 @@ def set_matmul_precision(precision: str) -> None:
     torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
 
 
-def eval_batch_size(t: RuntimeConfig, device: torch.device) -> int:
-    """Users per full-ranking batch: the configured size, else 512 on a CPU, 2048 on a GPU."""
+# The score block of an evaluation batch (users x (n_items + 1), fp32, and about two copies
+# while masking and ranking) stays under this when the batch size is left to the default.
+EVAL_BLOCK_BYTES = 512 << 20
+
+
+def eval_batch_size(t: RuntimeConfig, device: torch.device, n_items: int | None = None) -> int:
+    """Users per full-ranking batch: the configured size, else 512 on a CPU, 2048 on a GPU,
+    fewer for a large catalogue (``n_items``) so that a batch's score block and its copies
+    stay under `EVAL_BLOCK_BYTES` (1,000,000 items: 44 users a batch)."""
     if t.eval_batch_size is not None:
         return t.eval_batch_size
-    return 2048 if device.type == "cuda" else 512
+    default = 2048 if device.type == "cuda" else 512
+    if n_items is None:
+        return default
+    return max(1, min(default, EVAL_BLOCK_BYTES // (12 * (n_items + 1))))
 
 
 def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Adam:
@@ -118,7 +128,7 @@ def setup_run(config: RunConfig) -> Run:
     splits, info = prepare_data(config)
     check_memory(config, n_items=info.n_items, max_len=info.max_len,
                  train_rows=len(splits.train), device=device,
-                 eval_batch_size=eval_batch_size(r, device))
+                 eval_batch_size=eval_batch_size(r, device, info.n_items))
     model = build_model(config, n_items=info.n_items, max_len=info.max_len).to(device)
     if world.size > 1:
         seed_process(t.seed + world.rank)

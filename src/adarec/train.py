@@ -369,7 +369,7 @@ def validate(model: nn.Module, valid: EvalSplit, config: RunConfig, info: DataIn
     model.eval()
     mask = config.train.history_mask
     ranks = sharded_rank_masks(model.score, valid, info.n_items, history_masks=(mask,),
-                               batch_size=eval_batch_size(config.runtime, device))
+                               batch_size=eval_batch_size(config.runtime, device, info.n_items))
     return summaries(ranks[mask], valid)
 
 
@@ -558,8 +558,8 @@ def _fit(
     test_split = splits.test.to(device)
     model.eval()
     # Both masking protocols (docs/protocol.md#history-masks): ``test`` is the configured one.
-    test_ranks = sharded_rank_masks(model.score, test_split, info.n_items,
-                                    batch_size=eval_batch_size(r, device))
+    batch = eval_batch_size(r, device, info.n_items)
+    test_ranks = sharded_rank_masks(model.score, test_split, info.n_items, batch_size=batch)
     test_by_mask = {mask: summaries(ranks, test_split) for mask, ranks in test_ranks.items()}
     test = test_by_mask[t.history_mask]
     logs = [log for stop in stops for log in stop.logs]
@@ -584,11 +584,11 @@ def _fit(
         distributed.barrier()
         return run_dir, results
     # Per-user outcomes and collapse measures for `adarec report` (docs/reports.md).
-    probe = final_pass(model, test_split, batch_size=eval_batch_size(r, device), seed=t.seed)
+    probe = final_pass(model, test_split, batch_size=batch, seed=t.seed)
     save_outcomes(outcomes_of(test_split, test_ranks, probe.per_user), run_dir / OUTCOMES_FILE)
     popular = popularity_score_fn(item_counts(splits.valid, info.n_items).to(device))
     popularity = evaluate(popular, test_split, info.n_items, history_mask=t.history_mask,
-                          batch_size=eval_batch_size(r, device))
+                          batch_size=batch)
     results.update({
         "popularity_test": popularity,
         "analysis": probe.summary,

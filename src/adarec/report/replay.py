@@ -31,7 +31,7 @@ def replay(run: Run, *, data_dir: Path | None = None, device: str = "auto") -> N
     model.to(dev).eval()
     test = evaluation_split(cfg, info, "test",
                             data_dir=str(data_dir) if data_dir else None).to(dev)
-    batch = eval_batch_size(cfg.runtime, dev)
+    batch = eval_batch_size(cfg.runtime, dev, info.n_items)
     ranks = rank_masks(model.score, test, info.n_items, batch_size=batch)
     probe = final_pass(model, test, batch_size=batch, seed=cfg.train.seed)
     run.outcomes = outcomes_of(test, ranks, probe.per_user)
