@@ -127,3 +127,39 @@ def test_each_loss_trains_a_model_step(setting: str):
     assert torch.isfinite(out.total)
     out.total.backward()
     assert model.embedding.items.weight.grad.abs().sum() > 0
+
+
+def test_popularity_sampling_draws_by_count_and_its_logq_corrects_the_gradient():
+    torch.manual_seed(0)
+    n, d = 20, 4
+    loss = SampledSoftmax(n, negatives=400, sampling="popularity")
+    inputs = torch.tensor([[0, 1, 1, 1, 1, 2], [0, 0, 1, 3, 3, 5]])  # item 1 x5, 3 x2, ...
+    loss.observe(inputs)
+    assert loss.counts[:5].tolist() == [6.0, 2.0, 3.0, 1.0, 2.0]  # count + 1
+    neg, log_kq = loss.draw(torch.device("cpu"))
+    share = (neg == 1).float().mean()
+    assert abs(float(share) - 6 / float(loss.counts.sum())) < 0.06
+    torch.testing.assert_close(log_kq, (400 * loss.counts[neg - 1] / loss.counts.sum()).log())
+    assert "counts" in loss.state_dict()  # kept, so a resumed run samples alike
+
+    h = torch.randn(1, 1, d, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(n + 1, d, dtype=torch.float64)
+    items[3] = 0.8 * h.detach()[0, 0]
+    targets = torch.tensor([[3]])
+    (want,) = torch.autograd.grad(F.cross_entropy(h[0] @ items[1:].T, targets[0] - 1), h)
+    got = sum(torch.autograd.grad(loss(h, targets, items, targets), h)[0]
+              for _ in range(300)) / 300
+    assert (got - want).norm() < 0.08 * want.norm(), (got, want)
+
+
+def test_a_model_with_popularity_sampling_counts_its_training_items():
+    config = load_config("sasrec-beauty", overrides=[
+        "model.rec_loss=sampled_softmax", "model.negative_sampling=popularity",
+        "model.negatives=8", "model.hidden_size=16"])
+    model = build_model(config, n_items=40, max_len=10)
+    ids = torch.randint(1, 41, (5, 10))
+    model.before_training(ids, seed=0)
+    assert float(model.rec_loss.counts.sum()) == 40 + 50  # 50 interactions, +1 each item
+    out = model.loss(Batch(ids, torch.roll(ids, -1, 1)))
+    out.total.backward()
+    assert torch.isfinite(out.total)

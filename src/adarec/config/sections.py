@@ -123,6 +123,9 @@ class ModelConfig(Section):
     calibrated BCE, ``gbce_t``); docs/method.md#losses-for-large-catalogues."""
     negatives: PositiveInt = 256
     """Negatives per batch of ``sampled_softmax`` and ``gbce``."""
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    """How ``sampled_softmax`` draws its negatives: uniformly, or by each item's count in the
+    training inputs (plus one); either way logQ-corrected."""
     gbce_t: Ratio = 0.75
     """gBCE's calibration t in [0, 1]: 0 is plain BCE, 1 fully calibrated (gSASRec's 0.75)."""
     ce_chunk_items: PositiveInt | None = None

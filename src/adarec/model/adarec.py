@@ -210,7 +210,11 @@ class ADARec(SequenceModel):
         return weigh(losses, self.loss_weights, stats)
 
     def before_training(self, train_inputs: Tensor, seed: int) -> None:
-        """k-means for the coarse side's intent centres, if any."""
+        """k-means for the coarse side's intent centres, if any; item counts for a
+        popularity-sampled loss."""
+        observe = getattr(self.rec_loss, "observe", None)
+        if observe is not None:
+            observe(train_inputs)
         with self.evaluating():
             for part in self.aux.values():
                 encode = self.encode_coarse_full if part.full_width else self.encode_coarse

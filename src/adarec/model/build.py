@@ -71,7 +71,7 @@ def build_intents(
 
 def _rec_loss(cfg: ModelConfig, n_items: int) -> nn.Module:
     return rec_loss(cfg.rec_loss, n_items, negatives=cfg.negatives, gbce_t=cfg.gbce_t,
-                    chunk_items=cfg.ce_chunk_items)
+                    chunk_items=cfg.ce_chunk_items, sampling=cfg.negative_sampling)
 
 
 def _transformer(cfg: ModelConfig, grouping: Grouping) -> Transformer:

@@ -186,27 +186,51 @@ def _uniform_negatives(k: int, n_items: int, device: torch.device) -> torch.Tens
 
 class SampledSoftmax(nn.Module):
     """Sampled softmax with the logQ correction (Bengio and Senecal 2008; eSASRec, RecSys
-    2025): each position's target against ``k`` negatives drawn uniformly (with replacement)
-    and shared by the batch; a negative's logit is corrected by ``-log(k q)`` with ``q =
-    1 / n_items`` its sampling probability, so that ``sum_j exp(s_j - log(k q))`` estimates
-    the full softmax's partition over the other items; a negative equal to the position's
-    target is masked out. Its gradient tends to the full softmax's as ``k`` grows
+    2025): each position's target against ``k`` negatives drawn with replacement from ``q``
+    and shared by the batch; a negative's logit is corrected by ``-log(k q_j)``, so that
+    ``sum_j exp(s_j - log(k q_j))`` estimates the full softmax's partition over the items; a
+    negative equal to the position's target is masked out. ``q`` is uniform, or (``sampling=
+    "popularity"``) each item's share of the training inputs' interactions plus one, counted
+    once before training (`observe`) and kept in the state dict, so a resumed run samples
+    alike. The gradient tends to the full softmax's as ``k`` grows
     (`tests/test_losses_large.py` checks it by Monte Carlo)."""
 
     def __init__(self, n_items: int, negatives: int, gather_real: bool | None = None,
-                 logq: bool = True) -> None:
+                 logq: bool = True, sampling: str = "uniform") -> None:
         super().__init__()
+        if sampling not in ("uniform", "popularity"):
+            raise ValueError(f"sampling must be 'uniform' or 'popularity', got {sampling!r}")
         self.n_items, self.k, self.gather_real = n_items, negatives, gather_real
         self.logq = logq  # False: no correction (an ablation; biased)
+        self.sampling = sampling
+        if sampling == "popularity":  # item j's count + 1 at j - 1 (uniform until observed)
+            self.register_buffer("counts", torch.ones(n_items))
+
+    @torch.no_grad()
+    def observe(self, train_inputs: torch.Tensor) -> None:
+        """Count the items of the training inputs (popularity sampling; else nothing)."""
+        if self.sampling == "popularity":
+            ids = train_inputs[train_inputs > 0].to(self.counts.device)
+            self.counts.copy_(torch.bincount(ids - 1, minlength=self.n_items)[: self.n_items]
+                              .to(self.counts.dtype) + 1.0)
+
+    def draw(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k,) negative ids and their ``log(k q)``."""
+        if self.sampling == "uniform":
+            neg = _uniform_negatives(self.k, self.n_items, device)
+            return neg, torch.full((self.k,), math.log(self.k / self.n_items), device=device)
+        q = self.counts / self.counts.sum()
+        index = torch.multinomial(q, self.k, replacement=True)
+        return index + 1, (self.k * q[index]).log()
 
     def forward(self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
                 inputs: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
         h, y = _positions(hidden, targets, self.gather_real)
-        neg = _uniform_negatives(self.k, self.n_items, h.device)  # (k,)
+        neg, log_kq = self.draw(h.device)  # (k,), (k,)
         pos_logit = (h * items[y]).sum(-1, keepdim=True).float()  # (M, 1)
-        # log(k q), the same for every negative under uniform sampling.
-        correction = math.log(self.k / self.n_items) if self.logq else 0.0
-        neg_logit = (h @ items[neg].T).float() - correction  # (M, k)
+        neg_logit = (h @ items[neg].T).float()  # (M, k)
+        if self.logq:
+            neg_logit = neg_logit - log_kq.float()[None, :]
         neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], dim=1)
         loss = torch.logsumexp(logits, dim=1) - pos_logit[:, 0]
@@ -247,15 +271,15 @@ class GBCE(nn.Module):
 
 
 def rec_loss(kind: str, n_items: int, *, negatives: int = 256, gbce_t: float = 0.75,
-             chunk_items: int | None = None) -> nn.Module:
+             chunk_items: int | None = None, sampling: str = "uniform") -> nn.Module:
     """The recommendation loss named ``kind``: ``ce`` (in ``chunk_items`` chunks if given),
-    ``bce``, ``sampled_softmax`` or ``gbce`` (with ``negatives`` per position)."""
+    ``bce``, ``sampled_softmax`` (``negatives`` drawn by ``sampling``) or ``gbce``."""
     if kind == "ce":
         return FullSoftmaxCE(n_items, chunk_items=chunk_items)
     if kind == "bce":
         return SampledBCE(n_items)
     if kind == "sampled_softmax":
-        return SampledSoftmax(n_items, negatives)
+        return SampledSoftmax(n_items, negatives, sampling=sampling)
     if kind == "gbce":
         return GBCE(n_items, negatives, gbce_t)
     raise ValueError(f"unknown rec_loss {kind!r}")

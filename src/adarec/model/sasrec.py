@@ -54,6 +54,9 @@ class SASRec(SequenceModel):
     def before_training(self, train_inputs: torch.Tensor, seed: int) -> None:
         """Let each auxiliary part prepare itself (ELCRec: k-means on the centres)."""
         encode = self.encode_full if self.full_width else self
+        observe = getattr(self.rec_loss, "observe", None)  # popularity-sampled losses
+        if observe is not None:
+            observe(train_inputs)
         with self.evaluating():
             for part in self.aux.values():
                 part.initialise(encode, train_inputs, seed)
