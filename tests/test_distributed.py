@@ -76,11 +76,17 @@ def test_two_processes_give_the_global_batch_gradient(
         assert diff <= tol * want.norm() + 1e-8, (param, float(diff), float(want.norm()))
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+def torchrun_env(**extra: str) -> dict[str, str]:
+    """The environment of a torchrun job started by a test: this source tree, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra,
            "PYTHONPATH": os.pathsep.join([str(Path(distributed.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
     env.pop("WORLD_SIZE", None)
+    return env
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = torchrun_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "adarec", "train", "--no-progress", *args]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -180,10 +186,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_resumes_exactly(
     import signal
     import time
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(distributed.__file__).parents[1]),
-                                          os.environ.get("PYTHONPATH", "")])}
-    env.pop("WORLD_SIZE", None)
+    env = torchrun_env(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "--max-restarts", "3", "-m", "adarec", "train", "--no-progress",
            "--max-epochs", "3", "--output-dir", str(tmp_path), "--run-name", "elastic"]

@@ -175,8 +175,14 @@ class SampledBCE(nn.Module):
         pos_logit = (h * items[pos]).sum(-1)
         neg_logit = (h * items[neg]).sum(-1)
         loss = (F.softplus(-pos_logit) + F.softplus(neg_logit)).float()
-        real = (pos > 0).to(loss.dtype)
-        return global_mean((loss * real).sum() / real.sum().clamp(min=1.0), real.sum())
+        return _real_mean(loss, pos)
+
+
+def _real_mean(loss: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean of per-position ``loss`` (M,) over the real targets ``y > 0`` (this process's
+    share of the global batch's mean under torchrun)."""
+    real = (y > 0).to(loss.dtype)
+    return global_mean((loss * real).sum() / real.sum().clamp(min=1.0), real.sum())
 
 
 def _uniform_negatives(k: int, n_items: int, device: torch.device) -> torch.Tensor:
@@ -234,8 +240,7 @@ class SampledSoftmax(nn.Module):
         neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], dim=1)
         loss = torch.logsumexp(logits, dim=1) - pos_logit[:, 0]
-        real = (y > 0).float()
-        return global_mean((loss * real).sum() / real.sum().clamp(min=1.0), real.sum())
+        return _real_mean(loss, y)
 
 
 def gbce_beta(negatives: int, n_items: int, t: float) -> float:
@@ -266,8 +271,7 @@ class GBCE(nn.Module):
         neg_loss = F.softplus((h @ items[neg].T).float())  # (M, k)
         neg_loss = neg_loss.masked_fill(neg[None, :] == y[:, None], 0.0)
         loss = self.beta * F.softplus(-pos_logit) + neg_loss.sum(-1)
-        real = (y > 0).float()
-        return global_mean((loss * real).sum() / real.sum().clamp(min=1.0), real.sum())
+        return _real_mean(loss, y)
 
 
 def rec_loss(kind: str, n_items: int, *, negatives: int = 256, gbce_t: float = 0.75,
